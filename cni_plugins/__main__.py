@@ -1,0 +1,53 @@
+"""The multi-call entry point: /opt/cni/bin/<type> is a symlink to this executable.
+
+    /opt/cni/bin/loopback                 plugin chosen by basename(argv[0])
+    cni-plugins loopback                  the same, for development
+    cni-plugins [--help]                  the plugin types
+    cni-plugins install --dir DIR         one symlink per type (see install.py)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from . import plugins, skel
+
+
+def executable() -> str:
+    """The file that is running us: what symlinks point at and delegation compares with."""
+    if getattr(sys, "frozen", False):
+        return os.path.realpath(sys.executable)
+    argv0 = sys.argv[0]
+    found = argv0 if "/" in argv0 else (shutil.which(argv0) or argv0)
+    return os.path.realpath(found)
+
+
+def usage() -> str:
+    return ("usage: cni-plugins TYPE            run plugin TYPE (CNI_* in the environment)\n"
+            "       cni-plugins install --dir DIR [--force|--uninstall|--list]\n"
+            "       or call through a symlink named after the plugin type\n\n"
+            "plugin types:\n" + "".join(f"  {n}\n" for n in plugins.names()))
+
+
+def main() -> None:
+    name = os.path.basename(sys.argv[0])
+    if name in plugins.REGISTRY:
+        skel.main(name, executable())
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        sys.exit(0)
+    if args[0] == "install":
+        from .install import cli
+
+        cli.main(args=args[1:], prog_name="cni-plugins install", standalone_mode=True)
+    if args[0] in plugins.REGISTRY:
+        skel.main(args[0], executable())
+    sys.stderr.write(f"cni-plugins: unknown plugin type {args[0]!r}\n\n{usage()}")
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Plugin type -> module, as strings: nothing is imported until a request needs it."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import version
+
+REGISTRY: dict[str, str] = {
+    "loopback": "cni_plugins.main.loopback",
+    "educative": "cni_plugins.meta.educative",
+}
+
+# Plugins that speak fewer versions than version.ALL (none yet); read without importing them.
+SUPPORTED: dict[str, tuple[str, ...]] = {}
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def supported_versions(name: str) -> tuple[str, ...]:
+    return SUPPORTED.get(name, version.ALL)
+
+
+def load(name: str) -> Any:
+    try:
+        path = REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown plugin type {name!r}") from None
+    return importlib.import_module(path)

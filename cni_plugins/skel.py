@@ -1,0 +1,248 @@
+"""The CNI protocol (spec 1.1.0) around a plugin: environment, stdin, version, output.
+
+A plugin module defines any of `cmd_add(args) -> Result`, `cmd_del(args)`,
+`cmd_check(args)`, `cmd_gc(args)`, `cmd_status(args)`; the ones it leaves out succeed
+as no-ops. It never reads the environment or stdin, prints, or exits: this module does.
+
+    main("loopback", exe)                 # the process edge: env, stdin, stdout, os._exit
+    run("loopback", environ, stdin, exe)  # -> (exit code, stdout text); no process I/O
+    execute("host-local", args)           # -> Result | None, raises CNIError (delegation)
+
+Everything here is checked before the plugin module is imported, so VERSION and every
+error in the request cost no pydantic or pyroute2 import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from . import __version__, plugins, version
+from .errors import CNIError, Code
+
+if TYPE_CHECKING:
+    from .types import Result
+
+VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
+_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+
+
+def validate_container_id(value: str) -> None:
+    if not value:
+        raise CNIError(Code.UNKNOWN_CONTAINER, "missing containerID")
+    if not _ID.match(value):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, "invalid characters in containerID",
+                       value)
+
+
+def validate_ifname(value: str) -> None:
+    if not value:
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, "interface name is empty")
+    if len(value.encode()) > 15:
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, "interface name is too long",
+                       "interface name should be less than 16 characters")
+    if value in (".", ".."):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, "interface name is . or ..")
+    if any(c in "/:" or c.isspace() for c in value):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                       "interface name contains / or : or whitespace characters")
+
+
+def validate_network_name(value: Any) -> None:
+    if not value:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "missing network name")
+    if not isinstance(value, str) or not _ID.match(value):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid characters found in network name",
+                       str(value))
+
+
+# The environment, as a table: variable, CmdArgs attribute, verbs that require it,
+# validator (run when required, or whenever the variable is set).
+ENV: tuple[tuple[str, str, frozenset[str], Callable[[str], None] | None], ...] = (
+    ("CNI_COMMAND", "command", frozenset(VERBS), None),
+    ("CNI_CONTAINERID", "container_id", frozenset({"ADD", "CHECK", "DEL"}), validate_container_id),
+    ("CNI_NETNS", "netns", frozenset({"ADD", "CHECK"}), None),
+    ("CNI_IFNAME", "ifname", frozenset({"ADD", "CHECK", "DEL"}), validate_ifname),
+    ("CNI_ARGS", "args", frozenset(), None),
+    ("CNI_PATH", "path", frozenset({"ADD", "CHECK", "DEL", "GC", "STATUS"}), None),
+    ("CNI_NETNS_OVERRIDE", "netns_override", frozenset(), None),
+)
+
+
+class CmdArgs:
+    """One request: the CNI variables, the config bytes, and what skel derived from them."""
+
+    __slots__ = ("command", "container_id", "netns", "ifname", "args", "path",
+                 "netns_override", "stdin", "conf", "cni_version", "exe")
+
+    def __init__(self, command: str = "", container_id: str = "", netns: str = "",
+                 ifname: str = "", args: str = "", path: str = "", netns_override: str = "",
+                 stdin: bytes = b"", exe: str = "") -> None:
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.path = path
+        self.netns_override = netns_override
+        self.stdin = stdin
+        self.exe = exe                      # the executable serving us (for delegation)
+        self.conf: dict[str, Any] = {}      # stdin, decoded
+        self.cni_version = version.CURRENT  # reconciled version of this request
+
+    def replace(self, **changes: Any) -> "CmdArgs":
+        new = CmdArgs(**{k: getattr(self, k) for k in (
+            "command", "container_id", "netns", "ifname", "args", "path", "netns_override",
+            "stdin", "exe")})
+        for k, v in changes.items():
+            setattr(new, k, v)
+        return new
+
+    def prev_result(self) -> "Result | None":
+        raw = self.conf.get("prevResult")
+        if raw is None:
+            return None
+        from .types import convert
+
+        return convert.parse(self.cni_version, raw)
+
+    def valid_attachments(self) -> set[tuple[str, str]]:
+        """GC: the (containerID, ifname) pairs the runtime still uses."""
+        raw = self.conf.get("cni.dev/valid-attachments", self.conf.get("cni.dev/attachments"))
+        if raw is None:
+            return set()
+        if not isinstance(raw, list):
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           "invalid config: cni.dev/valid-attachments: must be a list")
+        out = set()
+        for item in raw:
+            if not isinstance(item, dict) or not isinstance(item.get("containerID"), str):
+                raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                               "invalid config: cni.dev/valid-attachments: each entry needs "
+                               "containerID and ifname")
+            out.add((item["containerID"], str(item.get("ifname", ""))))
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "CmdArgs":
+        """Read the table; all missing variables are reported in one CNIError 4."""
+        cmd = environ.get("CNI_COMMAND", "")
+        args = cls()
+        missing = []
+        for name, attr, required, _ in ENV:
+            value = environ.get(name, "")
+            setattr(args, attr, value)
+            if not value and (cmd in required or name == "CNI_COMMAND"):
+                missing.append(name)
+        if missing:
+            raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                           f"required env variables [{','.join(missing)}] missing")
+        return args
+
+
+def about(name: str, supported: tuple[str, ...]) -> str:
+    return (f"CNI {name} plugin (cni-plugins {__version__})\n"
+            f"CNI protocol versions supported: {', '.join(supported)}\n")
+
+
+def prepare(args: CmdArgs, supported: tuple[str, ...] = version.ALL) -> None:
+    """Validate a non-VERSION request and reconcile its version, as the Go skel does."""
+    if args.command not in VERBS:
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"unknown CNI_COMMAND: {args.command}")
+    try:
+        conf = json.loads(args.stdin)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CNIError(Code.DECODING_FAILURE, f"error unmarshall network config: {e}") from e
+    if not isinstance(conf, dict):
+        raise CNIError(Code.DECODING_FAILURE,
+                       "error unmarshall network config: expected a JSON object")
+    args.conf = conf
+    validate_network_name(conf.get("name"))
+    for name, attr, required, check in ENV:
+        value = getattr(args, attr)
+        if check is not None and (value or args.command in required):
+            check(value)
+    v = version.reconcile(conf, supported)
+    args.cni_version = v
+    if args.command == "CHECK" and not version.has_check(v):
+        raise CNIError(Code.INCOMPATIBLE_CNI_VERSION, "config version does not allow CHECK",
+                       f"config is {v!r}, CHECK needs 0.4.0 or later")
+    if args.command in ("GC", "STATUS") and not version.has_gc(v):
+        raise CNIError(Code.INCOMPATIBLE_CNI_VERSION,
+                       f"config version does not allow {args.command}",
+                       f"config is {v!r}, {args.command} needs 1.1.0 or later")
+    if (args.command in ("ADD", "CHECK", "DEL") and args.netns
+            and args.netns_override.lower() not in ("1", "true")):
+        from .net.netns import is_own_netns
+
+        if is_own_netns(args.netns):
+            raise CNIError(Code.INVALID_NETNS,
+                           "plugin's netns and netns from CNI_NETNS should not be the same",
+                           args.netns)
+
+
+def execute(plugin: str, args: CmdArgs) -> "Result | None":
+    """Validate, then run one verb of `plugin` in this process. Raises CNIError."""
+    mod = plugins.load(plugin)
+    prepare(args, getattr(mod, "SUPPORTED_VERSIONS", version.ALL))
+    fn = getattr(mod, "cmd_" + args.command.lower(), None)
+    if fn is None:
+        return None
+    result = fn(args)
+    if args.command == "ADD" and result is None:
+        raise CNIError(Code.INTERNAL, f"plugin {plugin} returned no result from ADD")
+    return result if args.command == "ADD" else None
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=4) + "\n"
+
+
+def run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
+        exe: str = "", stderr: Callable[[str], Any] = sys.stderr.write) -> tuple[int, str]:
+    """One request from a process's point of view: (exit code, stdout text)."""
+    cni_version = version.CURRENT
+    try:
+        supported = plugins.supported_versions(plugin)
+        if not environ.get("CNI_COMMAND"):
+            stderr(about(plugin, supported))
+            return 0, ""
+        args = CmdArgs.from_env(environ)
+        if args.command == "VERSION":
+            return 0, version.version_info(supported) + "\n"
+        args.exe = exe
+        try:
+            args.stdin = read_stdin()
+        except OSError as e:
+            raise CNIError(Code.IO_FAILURE, f"error reading from stdin: {e}") from e
+        try:
+            result = execute(plugin, args)
+        finally:
+            cni_version = args.cni_version
+        if result is None:
+            return 0, ""
+        from .types import convert
+
+        return 0, _json(convert.dump(result, args.cni_version))
+    except CNIError as e:
+        return 1, _json(e.to_json(cni_version))
+    except Exception as e:  # a crash is still a CNI error, never a traceback on stdout
+        if environ.get("CNI_PLUGINS_DEBUG"):
+            import traceback
+
+            stderr(traceback.format_exc())
+        msg = (str(e).splitlines() or [""])[0] or type(e).__name__
+        return 1, _json(CNIError(Code.INTERNAL, msg, type(e).__name__).to_json(cni_version))
+
+
+def main(plugin: str, exe: str) -> None:
+    """The process edge: environment and stdin in, stdout out, exit without teardown."""
+    code, out = run(plugin, os.environ, sys.stdin.buffer.read, exe)
+    if out:
+        sys.stdout.write(out)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
