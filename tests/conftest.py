@@ -1,0 +1,63 @@
+"""Markers and session fixtures.
+
+    root            needs root and network namespaces (skipped otherwise, with the reason)
+    oracle          runs the Go reference plugins from /usr/lib/cni (skipped when absent)
+    kernel("vlan")  needs a link type this kernel may lack: skipped here, run in the guest
+
+CNI_PLUGINS_BIN=/path/to/cni-plugins runs the exec'd tests against another build of the
+multi-call executable (the pyinstaller binary) instead of the venv's script.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.fixtures.kernel import kernel_has
+from tests.fixtures.run import GO_DIR, Runner, our_executable
+
+pytest_plugins = ["tests.fixtures.netns"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("root") and os.geteuid() != 0:
+            item.add_marker(pytest.mark.skip(reason="needs root for network namespaces"))
+        if item.get_closest_marker("oracle") and not os.path.isdir(GO_DIR):
+            item.add_marker(pytest.mark.skip(
+                reason=f"Go reference plugins not installed in {GO_DIR} "
+                       "(apt-get install containernetworking-plugins)"))
+        for mark in item.iter_markers("kernel"):
+            kind = mark.args[0]
+            if not kernel_has(kind):
+                item.add_marker(pytest.mark.skip(
+                    reason=f"kernel lacks {kind} links: run in the guest (tests/guest/run)"))
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CNI_PATH directory holding one symlink per plugin type, as `install` makes it."""
+    d = tmp_path_factory.mktemp("cni-bin")
+    exe = our_executable()
+    for name in __import__("cni_plugins.plugins", fromlist=["names"]).names():
+        os.symlink(exe, d / name)
+    return str(d)
+
+
+@pytest.fixture
+def run(plugin_dir: str) -> Runner:
+    """run("loopback", "ADD", conf, netns=…) through the symlink, as a runtime does."""
+    return Runner(plugin_dir, mode="exec")
+
+
+@pytest.fixture
+def run_inproc(plugin_dir: str) -> Runner:
+    """The same request served in this process (skel.run), delegation in-process too."""
+    return Runner(plugin_dir, mode="inproc")
+
+
+@pytest.fixture
+def run_go() -> Runner:
+    """The Go reference plugins, same calling convention."""
+    return Runner(GO_DIR, mode="exec")
