@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Everything a fresh Debian machine needs, as root; safe to run again.
+#   Debian packages: the Go reference plugins (test oracle and benchmark baseline),
+#   iproute2 and nftables (tests look at kernel state with them), python3-venv.
+#   .venv: the project in editable mode with its test and build extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv"
+missing=""
+for p in $APT_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: apt-get install$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import cni_plugins, pyroute2, pydantic, pytest, hypothesis, PyInstaller" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,build]'
+    touch .venv/.installed
+fi
+echo "setup: ok ($(.venv/bin/python --version), $(ls /usr/lib/cni | wc -l) Go plugins in /usr/lib/cni)"
