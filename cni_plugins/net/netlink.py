@@ -36,6 +36,11 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3                 # what iproute2 and the Go plugins use (pyroute2: static)
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
+RTN_UNICAST = 1
 SOL_NETLINK, NETLINK_EXT_ACK = 270, 11
 _HDR = struct.Struct("=IHHII")
 
@@ -103,6 +108,40 @@ def _addr(msg: Any) -> Addr:
                 address=f"{ip}/{msg['prefixlen']}", scope=msg["scope"])
 
 
+@dataclass
+class RouteEntry:
+    dst: str                    # CIDR; "0.0.0.0/0" / "::/0" for default
+    gw: str
+    oif: int
+    scope: int
+    table: int
+    proto: int
+    priority: int
+    mtu: int
+
+
+def _route(msg: Any) -> RouteEntry:
+    v6 = msg["family"] == socket.AF_INET6
+    dst = msg.get_attr("RTA_DST") or ("::" if v6 else "0.0.0.0")
+    metrics = msg.get_attr("RTA_METRICS")
+    mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else 0
+    return RouteEntry(dst=f"{dst}/{msg['dst_len']}", gw=msg.get_attr("RTA_GATEWAY") or "",
+                      oif=msg.get_attr("RTA_OIF") or 0, scope=msg["scope"],
+                      table=msg.get_attr("RTA_TABLE") or msg["table"], proto=msg["proto"],
+                      priority=msg.get_attr("RTA_PRIORITY") or 0, mtu=mtu or 0)
+
+
+def _common(*, mtu: int, mac: str, ns_fd: int) -> list:
+    attrs: list = []
+    if mtu:
+        attrs.append(("IFLA_MTU", mtu))
+    if mac:
+        attrs.append(("IFLA_ADDRESS", mac))
+    if ns_fd >= 0:
+        attrs.append(("IFLA_NET_NS_FD", ns_fd))
+    return attrs
+
+
 def _ext_ack_text(data: bytes, off: int, end: int) -> str:
     """NLMSGERR_ATTR_MSG (1) from the TLVs trailing an error message."""
     while off + 4 <= end:
@@ -131,12 +170,16 @@ class Netlink:
 
     # -- transport -------------------------------------------------------------------
 
-    def request(self, msg: Any, msg_type: int, flags: int = 0) -> list[Any]:
-        """Send one request; return the decoded replies (a dump's, or none for an ack)."""
+    def request(self, msg: Any, msg_type: int, flags: int = 0, dump: bool = False) -> list[Any]:
+        """Send one request; return the decoded replies (a dump's, or none for an ack).
+
+        `flags` are the request's own (NLM_F_CREATE|NLM_F_EXCL…); they share bits with
+        the dump flags, hence the separate `dump`.
+        """
         self._seq += 1
         seq = self._seq
         msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = NLM_F_REQUEST | flags | (0 if flags & NLM_F_DUMP else NLM_F_ACK)
+        msg["header"]["flags"] = NLM_F_REQUEST | flags | (NLM_F_DUMP if dump else NLM_F_ACK)
         msg["header"]["sequence_number"] = seq
         msg.encode()
         self._sock.send(msg.data)
@@ -169,8 +212,6 @@ class Netlink:
                         reply = cls(data[off:end])
                         reply.decode()
                         replies.append(reply)
-                    if not mflags & NLM_F_MULTI:
-                        return replies
                 off = (end + 3) & ~3
 
     def _new(self, kind: int, **fields: Any) -> Any:
@@ -196,19 +237,167 @@ class Netlink:
         return _link(reply)
 
     def links(self) -> list[Link]:
-        return [_link(m) for m in self.request(self._new(RTM_NEWLINK), RTM_GETLINK, NLM_F_DUMP)]
+        return [_link(m) for m in self.request(self._new(RTM_NEWLINK), RTM_GETLINK, dump=True)]
 
     def link_set_up(self, index: int, up: bool = True) -> None:
         msg = self._new(RTM_NEWLINK, index=index, flags=IFF_UP if up else 0, change=IFF_UP)
         self.request(msg, RTM_NEWLINK)
+
+    def link_by_index(self, index: int) -> Link | None:
+        try:
+            (reply,) = self.request(self._new(RTM_NEWLINK, index=index), RTM_GETLINK)
+        except OSError as e:
+            if e.errno in (19, 2):
+                return None
+            raise
+        return _link(reply)
+
+    def link_add(self, name: str, kind: str, *, mtu: int = 0, mac: str = "",
+                 parent: int = 0, ns_fd: int = -1, data: list | None = None,
+                 peer: dict[str, Any] | None = None) -> None:
+        """RTM_NEWLINK with CREATE|EXCL. `data` are IFLA_INFO_DATA attrs of `kind`;
+        `peer` (veth) takes name, ns_fd, mtu, mac for the other end."""
+        attrs: list = [("IFLA_IFNAME", name)]
+        attrs += _common(mtu=mtu, mac=mac, ns_fd=ns_fd)
+        if parent:
+            attrs.append(("IFLA_LINK", parent))
+        info: list = [("IFLA_INFO_KIND", kind)]
+        if peer is not None:
+            peer_attrs = [("IFLA_IFNAME", peer["name"])] + _common(
+                mtu=peer.get("mtu", 0), mac=peer.get("mac", ""), ns_fd=peer.get("ns_fd", -1))
+            data = [("VETH_INFO_PEER", {"attrs": peer_attrs})]
+        if data:
+            info.append(("IFLA_INFO_DATA", {"attrs": data}))
+        attrs.append(("IFLA_LINKINFO", {"attrs": info}))
+        self.request(self._new(RTM_NEWLINK, attrs=attrs), RTM_NEWLINK,
+                     NLM_F_CREATE | NLM_F_EXCL)
+
+    def link_set(self, index: int, *, up: bool | None = None, master: int | None = None,
+                 mtu: int = 0, mac: str = "", name: str = "", ns_fd: int = -1,
+                 kind: str = "", data: list | None = None, port: list | None = None) -> None:
+        """Change a link. master=0 releases it from its master; `kind`+`data` change
+        kind-specific attributes (bridge vlan_filtering); `port` sets bridge-port attributes
+        (IFLA_BRPORT_* pairs: hairpin, isolation) through IFLA_INFO_SLAVE_DATA."""
+        attrs: list = _common(mtu=mtu, mac=mac, ns_fd=ns_fd)
+        if name:
+            attrs.append(("IFLA_IFNAME", name))
+        if master is not None:
+            attrs.append(("IFLA_MASTER", master))
+        if kind:
+            attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", kind),
+                                                      ("IFLA_INFO_DATA", {"attrs": data or []})]}))
+        if port:
+            attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                                                      ("IFLA_INFO_SLAVE_DATA", {"attrs": port})]}))
+        fields: dict[str, Any] = {"index": index, "attrs": attrs}
+        if up is not None:
+            fields.update(flags=IFF_UP if up else 0, change=IFF_UP)
+        self.request(self._new(RTM_NEWLINK, **fields), RTM_NEWLINK)
+
+    def link_set_up(self, index: int, up: bool = True) -> None:
+        self.link_set(index, up=up)
+
+    def link_del(self, index: int) -> bool:
+        """Delete a link; False when it is already gone."""
+        try:
+            self.request(self._new(RTM_NEWLINK, index=index), RTM_DELLINK)
+        except OSError as e:
+            if e.errno in (19, 2):
+                return False
+            raise
+        return True
 
     # -- addresses -------------------------------------------------------------------
 
     def addrs(self, index: int | None = None, family: int = 0) -> list[Addr]:
         af = {4: socket.AF_INET, 6: socket.AF_INET6}.get(family, 0)
         out = [_addr(m) for m in self.request(self._new(RTM_NEWADDR, family=af),
-                                              RTM_GETADDR, NLM_F_DUMP)]
+                                              RTM_GETADDR, dump=True)]
         return [a for a in out if index is None or a.index == index]
+
+    def addr_add(self, index: int, cidr: str, *, nodad: bool = False,
+                 replace: bool = False) -> None:
+        """Add "10.1.0.5/24" (EEXIST when present unless replace)."""
+        ip, _, plen = cidr.partition("/")
+        v6 = ":" in ip
+        attrs: list = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
+        if nodad:
+            attrs.append(("IFA_FLAGS", IFA_F_NODAD))
+        msg = self._new(RTM_NEWADDR, family=socket.AF_INET6 if v6 else socket.AF_INET,
+                        prefixlen=int(plen or (128 if v6 else 32)), index=index, attrs=attrs)
+        self.request(msg, RTM_NEWADDR, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL))
+
+    def addr_del(self, index: int, cidr: str) -> bool:
+        ip, _, plen = cidr.partition("/")
+        v6 = ":" in ip
+        msg = self._new(RTM_NEWADDR, family=socket.AF_INET6 if v6 else socket.AF_INET,
+                        prefixlen=int(plen or (128 if v6 else 32)), index=index,
+                        attrs=[("IFA_LOCAL", ip)])
+        try:
+            self.request(msg, RTM_DELADDR)
+        except OSError as e:
+            if e.errno in (99, 19, 2):      # EADDRNOTAVAIL, ENODEV, ENOENT
+                return False
+            raise
+        return True
+
+    # -- routes ----------------------------------------------------------------------
+
+    def routes(self, family: int = 4, table: int = RT_TABLE_MAIN) -> list[RouteEntry]:
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        out = []
+        for m in self.request(self._new(RTM_NEWROUTE, family=af), RTM_GETROUTE, dump=True):
+            entry = _route(m)
+            if table is None or entry.table == table:
+                out.append(entry)
+        return out
+
+    def route_add(self, dst: str, *, gw: str = "", oif: int = 0, scope: int | None = None,
+                  table: int = RT_TABLE_MAIN, priority: int = 0, mtu: int = 0, advmss: int = 0,
+                  proto: int = RTPROT_BOOT, src: str = "", replace: bool = False) -> None:
+        """Add a route (EEXIST when present unless replace). dst is a CIDR."""
+        msg = self._route_msg(dst, gw=gw, oif=oif, scope=scope, table=table, priority=priority,
+                              mtu=mtu, advmss=advmss, proto=proto, src=src)
+        self.request(msg, RTM_NEWROUTE, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL))
+
+    def route_del(self, dst: str, *, gw: str = "", oif: int = 0, table: int = RT_TABLE_MAIN,
+                  scope: int | None = None, priority: int = 0) -> bool:
+        msg = self._route_msg(dst, gw=gw, oif=oif, scope=scope if scope is not None else
+                              RT_SCOPE_NOWHERE, table=table, priority=priority, proto=0)
+        try:
+            self.request(msg, RTM_DELROUTE)
+        except OSError as e:
+            if e.errno in (3, 19, 2):       # ESRCH, ENODEV, ENOENT
+                return False
+            raise
+        return True
+
+    def _route_msg(self, dst: str, *, gw: str, oif: int, scope: int | None, table: int,
+                   priority: int, proto: int, mtu: int = 0, advmss: int = 0,
+                   src: str = "") -> Any:
+        ip, _, plen = dst.partition("/")
+        v6 = ":" in ip
+        dst_len = int(plen or (128 if v6 else 32))
+        if scope is None:
+            scope = RT_SCOPE_UNIVERSE if gw else RT_SCOPE_LINK
+        attrs: list = []
+        if dst_len:
+            attrs.append(("RTA_DST", ip))
+        if gw:
+            attrs.append(("RTA_GATEWAY", gw))
+        if oif:
+            attrs.append(("RTA_OIF", oif))
+        if priority:
+            attrs.append(("RTA_PRIORITY", priority))
+        if src:
+            attrs.append(("RTA_PREFSRC", src))
+        attrs.append(("RTA_TABLE", table))
+        metrics = [(k, v) for k, v in (("RTAX_MTU", mtu), ("RTAX_ADVMSS", advmss)) if v]
+        if metrics:
+            attrs.append(("RTA_METRICS", {"attrs": metrics}))
+        return self._new(RTM_NEWROUTE, family=socket.AF_INET6 if v6 else socket.AF_INET,
+                         dst_len=dst_len, table=table if table < 256 else 252, proto=proto,
+                         scope=scope, type=RTN_UNICAST, attrs=attrs)
 
     # -- lifetime --------------------------------------------------------------------
 
