@@ -63,7 +63,7 @@ def encode_route(r: Route) -> dict[str, Any]:
 
 
 def decode_dns(d: Any) -> DNS:
-    d = _obj(d or {}, "dns")
+    d = _obj({} if d is None else d, "dns")
     return DNS(nameservers=_list(d, "nameservers"), domain=_str(d, "domain"),
                search=_list(d, "search"), options=_list(d, "options"))
 
