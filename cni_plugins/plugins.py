@@ -8,6 +8,7 @@ from typing import Any
 from . import version
 
 REGISTRY: dict[str, str] = {
+    "bridge": "cni_plugins.main.bridge",
     "loopback": "cni_plugins.main.loopback",
     "educative": "cni_plugins.meta.educative",
 }

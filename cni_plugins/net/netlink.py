@@ -80,10 +80,17 @@ class Link:
     mac: str
     kind: str
     master: int
+    operstate: str = ""         # "UP", "DOWN", "LOWERLAYERDOWN", …
+    peer: int = 0               # veth: the peer's ifindex (in its own netns)
+    alias: str = ""
 
     @property
     def up(self) -> bool:
         return bool(self.flags & IFF_UP)
+
+    @property
+    def oper_up(self) -> bool:
+        return self.operstate == "UP"
 
 
 @dataclass
@@ -99,7 +106,9 @@ def _link(msg: Any) -> Link:
                 flags=msg["flags"], mtu=msg.get_attr("IFLA_MTU") or 0,
                 mac=msg.get_attr("IFLA_ADDRESS") or "",
                 kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
-                master=msg.get_attr("IFLA_MASTER") or 0)
+                master=msg.get_attr("IFLA_MASTER") or 0,
+                operstate=msg.get_attr("IFLA_OPERSTATE") or "",
+                peer=msg.get_attr("IFLA_LINK") or 0, alias=msg.get_attr("IFLA_IFALIAS") or "")
 
 
 def _addr(msg: Any) -> Addr:

@@ -1,0 +1,343 @@
+"""bridge: a veth pair per container, its host end enslaved to a Linux bridge.
+
+ADD  ensure bridge -> veth (peer born in the host) -> port settings -> IPAM ADD ->
+     container sysctls, addresses, routes -> gateway on the bridge, forwarding ->
+     masquerade -> wait for the port -> result [bridge, host veth, container]
+DEL  container interface -> IPAM DEL -> masquerade rules (the bridge stays)
+A failed ADD undoes each step it completed, in reverse.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from contextlib import ExitStack
+from pydantic import Field, field_validator, model_validator
+
+from .. import invoke, netconf
+from ..errors import CNIError, Code, kernel_errors
+from ..net import link, sysctl
+from ..net.iface import configure_iface
+from ..net.netlink import Netlink
+from ..net.netns import NetNS
+from ..skel import CmdArgs
+from ..testing import checkpoint
+from ..types import Interface, Result, Route
+
+
+class VlanTrunk(netconf.Model):
+    id: int | None = None
+    min_id: int | None = Field(None, alias="minID")
+    max_id: int | None = Field(None, alias="maxID")
+
+
+class Conf(netconf.NetConf):
+    bridge: str = "cni0"
+    is_gateway: bool = Field(False, alias="isGateway")
+    is_default_gateway: bool = Field(False, alias="isDefaultGateway")
+    force_address: bool = Field(False, alias="forceAddress")
+    ip_masq: bool = Field(False, alias="ipMasq")
+    ip_masq_backend: str | None = Field(None, alias="ipMasqBackend")
+    mtu: int = Field(0, ge=0)
+    hairpin_mode: bool = Field(False, alias="hairpinMode")
+    promisc_mode: bool = Field(False, alias="promiscMode")
+    vlan: int = 0
+    vlan_trunk: list[VlanTrunk] = Field(default_factory=list, alias="vlanTrunk")
+    preserve_default_vlan: bool = Field(True, alias="preserveDefaultVlan")
+    macspoofchk: bool = False
+    enabledad: bool = False
+    disable_container_interface: bool = Field(False, alias="disableContainerInterface")
+    port_isolation: bool = Field(False, alias="portIsolation")
+
+    @field_validator("bridge")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        if not v or len(v.encode()) > 15 or any(c in "/:" or c.isspace() for c in v):
+            raise ValueError("must be a valid interface name (1-15 characters)")
+        return v
+
+    @field_validator("vlan")
+    @classmethod
+    def _vlan(cls, v: int) -> int:
+        if not 0 <= v <= 4094:
+            raise ValueError(f"invalid VLAN ID {v} (must be between 0 and 4094)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Conf":
+        if self.hairpin_mode and self.promisc_mode:
+            raise ValueError("cannot set hairpin mode and promiscuous mode at the same time")
+        if self.is_default_gateway:
+            self.is_gateway = True
+        if self.ipam.type and self.disable_container_interface:
+            raise ValueError("cannot use IPAM when disableContainerInterface flag is set")
+        return self
+
+    def trunk_vlans(self) -> list[int]:
+        vids: set[int] = set()
+        for i, t in enumerate(self.vlan_trunk):
+            if t.id is not None:
+                if not 1 <= t.id <= 4094:
+                    raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                                   f"invalid config: vlanTrunk[{i}].id: must be 1-4094")
+                vids.add(t.id)
+            if t.min_id is not None or t.max_id is not None:
+                lo, hi = t.min_id or 0, t.max_id or 0
+                if not 1 <= lo <= hi <= 4094:
+                    raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                                   f"invalid config: vlanTrunk[{i}]: minID/maxID must be "
+                                   "1-4094 with minID <= maxID")
+                vids.update(range(lo, hi + 1))
+        return sorted(vids)
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    if conf.vlan or conf.vlan_trunk:
+        raise CNIError(Code.UNSUPPORTED_FIELD,
+                       "vlan/vlanTrunk: bridge VLAN filtering is not implemented yet")
+    if conf.macspoofchk:
+        raise CNIError(Code.UNSUPPORTED_FIELD, "macspoofchk: not implemented yet")
+    return conf
+
+
+def requested_mac(conf: Conf, args: CmdArgs) -> str:
+    """runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC, as Go's bridge."""
+    cni_args = netconf.parse_cni_args(args.args, known=("MAC", "IP", "K8S_POD_NAME",
+                                                        "K8S_POD_NAMESPACE",
+                                                        "K8S_POD_INFRA_CONTAINER_ID",
+                                                        "K8S_POD_UID"))
+    cni = conf.args.get("cni") if isinstance(conf.args.get("cni"), dict) else {}
+    mac = conf.runtime_config.get("mac") or cni.get("mac") or cni_args.get("MAC", "")
+    if mac and not isinstance(mac, str):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: mac: must be a string")
+    return mac
+
+
+def gateway_of(address: str) -> str:
+    """The first address of the subnet: Go's calcGatewayIP."""
+    net = ipaddress.ip_interface(address).network
+    return str(net.network_address + 1)
+
+
+def plan_gateways(conf: Conf, result: Result) -> list[str]:
+    """Point every IP at the container interface (index 2), fill missing gateways, add
+    default routes for isDefaultGateway; returns the gateway CIDRs for the bridge."""
+    gws: list[str] = []
+    have_default = {4: False, 6: False}
+    for ip in result.ips:
+        ip.interface = 2
+        if not ip.gateway and conf.is_gateway:
+            ip.gateway = gateway_of(ip.address)
+        fam = ip.family
+        if conf.is_default_gateway and not have_default[fam]:
+            default = "0.0.0.0/0" if fam == 4 else "::/0"
+            if not any(r.dst == default and r.gw for r in result.routes):
+                result.routes.append(Route(dst=default, gw=ip.gateway))
+            have_default[fam] = True
+        if conf.is_gateway:
+            gws.append(f"{ip.gateway}/{ipaddress.ip_interface(ip.address).network.prefixlen}")
+    return gws
+
+
+def ensure_gateway_addr(host: Netlink, br_index: int, br_name: str, cidr: str,
+                        force: bool) -> bool:
+    """Put the gateway on the bridge; True when this call added it."""
+    new = ipaddress.ip_interface(cidr)
+    for a in host.addrs(br_index, family=new.version):
+        have = ipaddress.ip_interface(a.address)
+        if have == new:
+            return False
+        if have.ip.is_link_local:
+            continue
+        if new.version == 4 or new.ip in have.network or have.ip in new.network:
+            if not force:
+                raise CNIError(Code.INTERNAL,
+                               f"{br_name!r} already has an IP address different from {cidr}")
+            with kernel_errors(f"remove address {a.address} from {br_name!r}"):
+                host.addr_del(br_index, a.address)
+    try:
+        host.addr_add(br_index, cidr, nodad=True)
+    except OSError as e:
+        if e.errno == 17:           # EEXIST: a concurrent ADD put it there first
+            return False
+        with kernel_errors(f"add IP addr {cidr} to {br_name!r}"):
+            raise
+    return True
+
+
+def enable_forwarding(family: int) -> None:
+    with kernel_errors("enable IP forwarding"):
+        if family == 4:
+            sysctl.ensure("net/ipv4/ip_forward", "1")
+        else:
+            sysctl.ensure("net/ipv6/conf/all/forwarding", "1")
+
+
+def _drop_gateway_if_unused(host: Netlink, br_name: str, cidr: str, own_port: str) -> None:
+    br = host.link(br_name)
+    if br is None:
+        return
+    if any(p.master == br.index and p.name != own_port for p in host.links()):
+        return                      # other pods still use this gateway
+    host.addr_del(br.index, cidr)
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = load_conf(args)
+    mac = requested_mac(conf, args)
+    l3 = bool(conf.ipam.type)
+    with ExitStack() as undo, NetNS.open(args.netns) as ctr_ns, NetNS.current() as host_ns, \
+            Netlink() as host:
+        with ctr_ns.enter():
+            ctr = Netlink()
+        undo.callback(ctr.close)
+
+        br = link.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode)
+        checkpoint("bridge")
+
+        with ctr_ns.enter():
+            if ctr.link(args.ifname) is not None:
+                raise CNIError(Code.INTERNAL,
+                               f"container veth name provided ({args.ifname}) already exists")
+            host_name = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
+            undo.callback(_delete_in, ctr_ns, ctr, args.ifname)
+            cv = ctr.link(args.ifname)
+            assert cv is not None
+            if not l3 and not conf.disable_container_interface:
+                with kernel_errors(f"set {args.ifname!r} up"):
+                    ctr.link_set(cv.index, up=True)
+        checkpoint("veth")
+
+        hv = host.link(host_name)
+        if hv is None:
+            raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
+        sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
+        with kernel_errors(f"connect {host_name!r} to bridge {conf.bridge!r}"):
+            host.link_set(hv.index, master=br.index, up=True)
+            host.link_set(hv.index, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
+                                          ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
+        checkpoint("port")
+
+        result = Result(interfaces=[
+            Interface(name=conf.bridge, mac=br.mac),
+            Interface(name=host_name, mac=hv.mac),
+            Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)])
+
+        if l3:
+            ipam = invoke.delegate_add(conf.ipam.type, args)
+            undo.callback(invoke.delegate_del, conf.ipam.type, args)
+            checkpoint("ipam")
+            if not ipam.ips:
+                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+            gateways = plan_gateways(conf, result)
+
+            with ctr_ns.enter():
+                dad = "1" if conf.enabledad else "0"
+                sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", dad)
+                if conf.enabledad:
+                    sysctl.try_set(f"net/ipv6/conf/{args.ifname}/enhanced_dad", "1")
+                sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
+                configure_iface(ctr, args.ifname, result, dad=conf.enabledad)
+            checkpoint("address")
+
+            for cidr in gateways:
+                if ensure_gateway_addr(host, br.index, conf.bridge, cidr, conf.force_address):
+                    undo.callback(_drop_gateway_if_unused, host, conf.bridge, cidr, host_name)
+            for family in sorted({ipaddress.ip_interface(g).version for g in gateways}):
+                enable_forwarding(family)
+            checkpoint("gateway")
+
+            if conf.ip_masq:
+                from ..net.firewall import masq
+
+                masq.select(conf.ip_masq_backend)
+                masq.setup_masq(conf.name, args.ifname, args.container_id,
+                                [ip.address for ip in result.ips])
+                undo.callback(masq.teardown_masq, conf.name, args.ifname, args.container_id)
+                checkpoint("masquerade")
+
+        hv = link.wait_oper_up(host, host_name)
+        result.interfaces[1].mac = hv.mac
+        result.interfaces[0].mac = (host.link(conf.bridge) or br).mac
+        if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
+            result.dns = conf.dns.to_result()
+        undo.pop_all()
+        ctr.close()
+        return result
+
+
+def _delete_in(ns: NetNS, nl: Netlink, ifname: str) -> None:
+    with ns.enter():
+        found = nl.link(ifname)
+        if found is not None:
+            nl.link_del(found.index)
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    ctr_ns = NetNS.open_if_exists(args.netns)
+    if ctr_ns is not None:
+        with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
+            found = ctr.link(args.ifname)
+            if found is not None:
+                with kernel_errors(f"delete link {args.ifname!r}"):
+                    ctr.link_del(found.index)
+    if conf.ipam.type:
+        invoke.delegate_del(conf.ipam.type, args)
+    if conf.ipam.type and conf.ip_masq:
+        from ..net.firewall import masq
+
+        masq.teardown_masq(conf.name, args.ifname, args.container_id)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    prev = args.prev_result()
+    if prev is None:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "bridge CHECK: prevResult is required")
+    if conf.ipam.type:
+        invoke.delegate_check(conf.ipam.type, args)
+    with Netlink() as host:
+        br = host.link(conf.bridge)
+        if br is None or br.kind != "bridge":
+            raise CNIError(Code.INTERNAL, f"bridge {conf.bridge!r} is missing or not a bridge")
+        names = {i.name: i for i in prev.interfaces}
+        ctr_iface = next((i for i in prev.interfaces if i.sandbox), None)
+        if ctr_iface is None:
+            raise CNIError(Code.INTERNAL, "bridge CHECK: no container interface in prevResult")
+        with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
+            cv = ctr.link(args.ifname)
+            if cv is None:
+                raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
+            if ctr_iface.mac and cv.mac != ctr_iface.mac:
+                raise CNIError(Code.INTERNAL,
+                               f"interface {args.ifname} mac {cv.mac} != expected {ctr_iface.mac}")
+            have = {a.address for a in ctr.addrs(cv.index)}
+            for ip in prev.ips:
+                if ip.address not in have:
+                    raise CNIError(Code.INTERNAL,
+                                   f"address {ip.address} missing on {args.ifname!r}")
+            routes = ctr.routes(4) + ctr.routes(6)
+            for r in prev.routes:
+                if not any(_same_dst(e.dst, r.dst) and (not r.gw or e.gw == r.gw)
+                           for e in routes):
+                    raise CNIError(Code.INTERNAL, f"route {r.dst} missing in container")
+            peer = cv.peer
+        hv = next((l for l in host.links() if l.index == peer), None)
+        if hv is None or hv.master != br.index:
+            raise CNIError(Code.INTERNAL,
+                           f"host end of {args.ifname!r} is not attached to {conf.bridge!r}")
+        if hv.name not in names:
+            raise CNIError(Code.INTERNAL, f"host veth {hv.name!r} not in prevResult")
+
+
+def _same_dst(a: str, b: str) -> bool:
+    return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:
+        invoke.delegate(conf.ipam.type, "STATUS", args)
+

@@ -1,0 +1,45 @@
+"""Apply an IPAM result to an interface, as Go's ipam.ConfigureIface does: addresses of
+the IPs that name this interface, the link up, then the routes (missing gateways filled in
+from the first gateway of the route's family)."""
+
+from __future__ import annotations
+
+from ..errors import CNIError, Code, kernel_errors
+from ..types import Result
+from . import sysctl
+from .netlink import Netlink
+
+
+def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = False) -> None:
+    """`dad`: let IPv6 addresses go through duplicate address detection (1-2 s tentative)."""
+    link = nl.link(ifname)
+    if link is None:
+        raise CNIError(Code.INTERNAL, f"failed to lookup {ifname!r}: no such link")
+    gws: dict[int, str] = {}
+    ipv6_enabled = False
+    for ip in result.ips:
+        if ip.interface is None:
+            continue
+        if not (0 <= ip.interface < len(result.interfaces)) or \
+                result.interfaces[ip.interface].name != ifname:
+            raise CNIError(Code.INTERNAL,
+                           f"failed to add IP addr {ip.address} to {ifname!r}: "
+                           "invalid interface index")
+        if ip.family == 6 and not ipv6_enabled:
+            for dev in ("lo", ifname):
+                if sysctl.get(f"net/ipv6/conf/{dev}/disable_ipv6") not in (None, "0"):
+                    with kernel_errors(f"enable IPv6 for interface {dev!r}"):
+                        sysctl.set(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
+            ipv6_enabled = True
+        with kernel_errors(f"add IP addr {ip.address} to {ifname!r}"):
+            nl.addr_add(link.index, ip.address, nodad=ip.family == 6 and not dad)
+        if ip.gateway:
+            gws.setdefault(ip.family, ip.gateway)
+    with kernel_errors(f"set {ifname!r} up"):
+        nl.link_set(link.index, up=True)
+    for r in result.routes:
+        gw = r.gw or gws.get(r.family, "")
+        with kernel_errors(f"add route '{r.dst} via {gw or '-'} dev {ifname}'"):
+            nl.route_add(r.dst, gw=gw, oif=link.index, mtu=r.mtu, advmss=r.advmss,
+                         priority=r.priority, table=r.table or 254,
+                         scope=r.scope)
