@@ -10,6 +10,8 @@ from . import version
 REGISTRY: dict[str, str] = {
     "bridge": "cni_plugins.main.bridge",
     "loopback": "cni_plugins.main.loopback",
+    "macvlan": "cni_plugins.main.macvlan",
+    "ptp": "cni_plugins.main.ptp",
     "educative": "cni_plugins.meta.educative",
 }
 

@@ -200,7 +200,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 raise CNIError(Code.INTERNAL,
                                f"container veth name provided ({args.ifname}) already exists")
             host_name = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
-            undo.callback(_delete_in, ctr_ns, ctr, args.ifname)
+            undo.callback(ctr.link_del_by_name, args.ifname)
             cv = ctr.link(args.ifname)
             assert cv is not None
             if not l3 and not conf.disable_container_interface:
@@ -267,22 +267,13 @@ def cmd_add(args: CmdArgs) -> Result:
         return result
 
 
-def _delete_in(ns: NetNS, nl: Netlink, ifname: str) -> None:
-    with ns.enter():
-        found = nl.link(ifname)
-        if found is not None:
-            nl.link_del(found.index)
-
-
 def cmd_del(args: CmdArgs) -> None:
     conf = netconf.load(args, Conf)
     ctr_ns = NetNS.open_if_exists(args.netns)
     if ctr_ns is not None:
         with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-            found = ctr.link(args.ifname)
-            if found is not None:
-                with kernel_errors(f"delete link {args.ifname!r}"):
-                    ctr.link_del(found.index)
+            with kernel_errors(f"delete link {args.ifname!r}"):
+                ctr.link_del_by_name(args.ifname)
     if conf.ipam.type:
         invoke.delegate_del(conf.ipam.type, args)
     if conf.ipam.type and conf.ip_masq:

@@ -316,6 +316,11 @@ class Netlink:
             raise
         return True
 
+    def link_del_by_name(self, name: str) -> bool:
+        """Delete the link called `name`; False when there is none."""
+        found = self.link(name)
+        return found is not None and self.link_del(found.index)
+
     # -- addresses -------------------------------------------------------------------
 
     def addrs(self, index: int | None = None, family: int = 0) -> list[Addr]:

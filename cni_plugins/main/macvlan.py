@@ -1,0 +1,175 @@
+"""macvlan: an L2 child of a host interface, living in the container.
+
+ADD  master (default: the default-route interface) -> macvlan created in the container
+     netns under a temporary name -> arp_notify -> renamed to CNI_IFNAME -> IPAM ADD ->
+     addresses and routes (or just up, for L2 only)
+DEL  IPAM DEL -> the link; succeeds when the netns or the master is gone
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from pydantic import Field, field_validator
+
+from .. import invoke, netconf
+from ..errors import CNIError, Code, kernel_errors
+from ..net import link, sysctl
+from ..net.iface import configure_iface
+from ..net.netlink import Netlink
+from ..net.netns import NetNS
+from ..skel import CmdArgs
+from ..testing import checkpoint
+from ..types import Interface, Result
+
+MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
+
+
+class Conf(netconf.NetConf):
+    master: str = ""
+    mode: str = "bridge"
+    mtu: int = 0
+    mac: str = ""
+    link_in_container: bool = Field(False, alias="linkInContainer")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        v = v or "bridge"
+        if v not in MODES:
+            raise ValueError(f"unknown macvlan mode: {v!r}")
+        return v
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    cni_args = netconf.parse_cni_args(args.args, known=("MAC", "IP", "K8S_POD_NAME",
+                                                        "K8S_POD_NAMESPACE",
+                                                        "K8S_POD_INFRA_CONTAINER_ID",
+                                                        "K8S_POD_UID"))
+    if cni_args.get("MAC"):
+        conf.mac = cni_args["MAC"]
+    if isinstance(conf.runtime_config.get("mac"), str) and conf.runtime_config["mac"]:
+        conf.mac = conf.runtime_config["mac"]
+    return conf
+
+
+def default_route_interface(nl: Netlink) -> str:
+    for r in nl.routes(4):
+        if r.dst == "0.0.0.0/0" and r.oif:
+            found = nl.link_by_index(r.oif)
+            if found is not None:
+                return found.name
+    raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                   "invalid config: master: not set and no default route to take it from")
+
+
+def resolve_master(conf: Conf, args: CmdArgs, where: Netlink) -> "tuple[int, int]":
+    """(master ifindex, master mtu), with conf.master filled in from the default route or
+    from a single-interface prevResult when chained."""
+    if not conf.master:
+        prev = args.prev_result()
+        if prev is not None:
+            if len(prev.interfaces) != 1 or not prev.interfaces[0].name:
+                raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                               "chained master failure: prevResult lacks a single named "
+                               "interface")
+            conf.master = prev.interfaces[0].name
+        else:
+            conf.master = default_route_interface(where)
+    m = where.link(conf.master)
+    if m is None:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: master: failed to lookup master {conf.master!r}")
+    if not 0 <= conf.mtu <= m.mtu:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: mtu: invalid MTU {conf.mtu}, must be "
+                       f"[0, master MTU({m.mtu})]")
+    return m.index, m.mtu
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = load_conf(args)
+    with ExitStack() as undo:
+        ctr_ns = undo.enter_context(NetNS.open(args.netns))
+        with ctr_ns.enter():
+            ctr = undo.enter_context(Netlink())
+        host = undo.enter_context(Netlink())
+        master, _ = resolve_master(conf, args, ctr if conf.link_in_container else host)
+        with ctr_ns.enter():
+            if ctr.link(args.ifname) is not None:
+                raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
+        tmp = link.random_veth_name()
+        maker = ctr if conf.link_in_container else host
+        with kernel_errors("create macvlan"):
+            maker.link_add(tmp, "macvlan", mtu=conf.mtu, mac=conf.mac, parent=master,
+                           ns_fd=-1 if conf.link_in_container else ctr_ns.fd,
+                           data=[("IFLA_MACVLAN_MODE", MODES[conf.mode])])
+        undo.callback(ctr.link_del_by_name, tmp)
+        undo.callback(ctr.link_del_by_name, args.ifname)
+        checkpoint("link")
+        with ctr_ns.enter():
+            with kernel_errors(f"set arp_notify on {tmp!r}"):
+                sysctl.set(f"net/ipv4/conf/{tmp}/arp_notify", "1")
+            mv = ctr.link(tmp)
+            assert mv is not None
+            with kernel_errors(f"rename macvlan to {args.ifname!r}"):
+                ctr.link_set(mv.index, name=args.ifname)
+            mv = ctr.link(args.ifname)
+            assert mv is not None
+        result = Result(interfaces=[Interface(name=args.ifname, mac=mv.mac, sandbox=args.netns)])
+
+        if conf.ipam.type:
+            ipam = invoke.delegate_add(conf.ipam.type, args)
+            undo.callback(invoke.delegate_del, conf.ipam.type, args)
+            checkpoint("ipam")
+            if not ipam.ips:
+                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            result.ips, result.routes = ipam.ips, ipam.routes
+            for ip in result.ips:
+                ip.interface = 0
+            with ctr_ns.enter():
+                sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
+                sysctl.try_set(f"net/ipv6/conf/{args.ifname}/ndisc_notify", "1")
+                sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
+                configure_iface(ctr, args.ifname, result)
+            checkpoint("address")
+        else:
+            with kernel_errors(f"set {args.ifname!r} up"):
+                ctr.link_set(mv.index, up=True)
+        result.dns = conf.dns.to_result()
+        undo.pop_all()
+        ctr.close()
+        host.close()
+        ctr_ns.close()
+        return result
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
+    if conf.ipam.type:
+        invoke.delegate_del(conf.ipam.type, args)
+    ctr_ns = NetNS.open_if_exists(args.netns)
+    if ctr_ns is None:
+        return
+    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
+        with kernel_errors(f"delete link {args.ifname!r}"):
+            ctr.link_del_by_name(args.ifname)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    prev = args.prev_result()
+    if prev is None:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "macvlan CHECK: prevResult is required")
+    if conf.ipam.type:
+        invoke.delegate_check(conf.ipam.type, args)
+    with NetNS.open(args.netns) as ns:
+        with ns.enter(), Netlink() as ctr:
+            mv = ctr.link(args.ifname)
+            if mv is None or mv.kind != "macvlan":
+                raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a macvlan")
+            have = {a.address for a in ctr.addrs(mv.index)}
+        for ip in prev.ips:
+            if ip.address not in have:
+                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")

@@ -1,0 +1,170 @@
+"""ptp: a veth pair routed point-to-point, no bridge.
+
+ADD  IPAM ADD -> forwarding -> veth (peer born in the host) -> container: addresses, the
+     kernel's subnet route replaced by "gw/32 dev eth0 scope link" + "subnet via gw" ->
+     host end: the gateway /32 (/128) and a host route to the container -> masquerade
+DEL  IPAM DEL -> container interface -> masquerade rules
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from contextlib import ExitStack
+
+from pydantic import Field
+
+from .. import invoke, netconf
+from ..errors import CNIError, Code, kernel_errors
+from ..net import link, sysctl
+from ..net.iface import configure_iface
+from ..net.netlink import Netlink
+from ..net.netns import NetNS
+from ..skel import CmdArgs
+from ..testing import checkpoint
+from ..types import Interface, Result
+from .bridge import enable_forwarding
+
+
+class Conf(netconf.NetConf):
+    ip_masq: bool = Field(False, alias="ipMasq")
+    ip_masq_backend: str | None = Field(None, alias="ipMasqBackend")
+    mtu: int = Field(0, ge=0)
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    if not conf.ipam.type:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: ipam.type: ptp needs IPAM")
+    return conf
+
+
+def setup_container_routes(ctr: Netlink, index: int, result: Result) -> None:
+    """Everything goes via the gateway, which is reached on the link itself."""
+    for ip in result.ips:
+        iface = ipaddress.ip_interface(ip.address)
+        host_bits = iface.max_prefixlen
+        subnet = str(iface.network)
+        with kernel_errors(f"delete route {subnet}"):
+            ctr.route_del(subnet, oif=index)
+        with kernel_errors(f"add route {ip.gateway}/{host_bits} dev {index}"):
+            ctr.route_add(f"{ip.gateway}/{host_bits}", oif=index, src=str(iface.ip))
+        with kernel_errors(f"add route {subnet} via {ip.gateway}"):
+            ctr.route_add(subnet, gw=ip.gateway, oif=index, src=str(iface.ip))
+
+
+def setup_host_veth(host: Netlink, name: str, result: Result) -> None:
+    hv = host.link(name)
+    if hv is None:
+        raise CNIError(Code.INTERNAL, f"failed to lookup host veth {name!r}")
+    for ip in result.ips:
+        bits = 32 if ip.family == 4 else 128
+        with kernel_errors(f"add IP addr {ip.gateway}/{bits} to veth"):
+            host.addr_add(hv.index, f"{ip.gateway}/{bits}", nodad=True)
+        addr = ipaddress.ip_interface(ip.address).ip
+        try:
+            host.route_add(f"{addr}/{bits}", oif=hv.index)
+        except OSError as e:
+            if e.errno != 17:
+                with kernel_errors("add route on host"):
+                    raise
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = load_conf(args)
+    with ExitStack() as undo:
+        result = invoke.delegate_add(conf.ipam.type, args)
+        undo.callback(invoke.delegate_del, conf.ipam.type, args)
+        checkpoint("ipam")
+        if not result.ips:
+            raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+        for ip in result.ips:
+            if not ip.gateway:
+                raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                               f"IPAM result has no gateway for {ip.address}: ptp needs one")
+        for family in sorted({ip.family for ip in result.ips}):
+            enable_forwarding(family)
+
+        ctr_ns = undo.enter_context(NetNS.open(args.netns))
+        host_ns = undo.enter_context(NetNS.current())
+        host = undo.enter_context(Netlink())
+        with ctr_ns.enter():
+            ctr = undo.enter_context(Netlink())
+            if ctr.link(args.ifname) is not None:
+                raise CNIError(Code.INTERNAL,
+                               f"container veth name provided ({args.ifname}) already exists")
+            host_name = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu)
+            undo.callback(ctr.link_del_by_name, args.ifname)
+            checkpoint("veth")
+            cv = ctr.link(args.ifname)
+            assert cv is not None
+            for ip in result.ips:
+                ip.interface = 1
+            result.interfaces = [Interface(name=host_name),
+                                 Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)]
+            sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
+            configure_iface(ctr, args.ifname, result)
+            setup_container_routes(ctr, cv.index, result)
+            checkpoint("address")
+
+        hv = host.link(host_name)
+        assert hv is not None
+        with kernel_errors(f"set {host_name!r} up"):
+            host.link_set(hv.index, up=True)
+        sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
+        setup_host_veth(host, host_name, result)
+        result.interfaces[0].mac = (host.link(host_name) or hv).mac
+        checkpoint("host")
+
+        if conf.ip_masq:
+            from ..net.firewall import masq
+
+            masq.select(conf.ip_masq_backend)
+            masq.setup_masq(conf.name, args.ifname, args.container_id,
+                            [ip.address for ip in result.ips])
+            undo.callback(masq.teardown_masq, conf.name, args.ifname, args.container_id)
+            checkpoint("masquerade")
+
+        if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
+            result.dns = conf.dns.to_result()
+        undo.pop_all()
+        ctr.close()
+        host.close()
+        ctr_ns.close()
+        host_ns.close()
+        return result
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:
+        invoke.delegate_del(conf.ipam.type, args)
+    ctr_ns = NetNS.open_if_exists(args.netns)
+    if ctr_ns is not None:
+        with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
+            with kernel_errors(f"delete link {args.ifname!r}"):
+                ctr.link_del_by_name(args.ifname)
+    if conf.ip_masq:
+        from ..net.firewall import masq
+
+        masq.teardown_masq(conf.name, args.ifname, args.container_id)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    prev = args.prev_result()
+    if prev is None:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "ptp CHECK: prevResult is required")
+    invoke.delegate_check(conf.ipam.type, args)
+    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
+        cv = ctr.link(args.ifname)
+        if cv is None:
+            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
+        have = {a.address for a in ctr.addrs(cv.index)}
+        for ip in prev.ips:
+            if ip.address not in have:
+                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    invoke.delegate(conf.ipam.type, "STATUS", args)
