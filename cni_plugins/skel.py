@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .types import Result
 
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
-_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")  # \Z: "$" would allow a final "\n"
 
 
 def validate_container_id(value: str) -> None:
