@@ -1,0 +1,195 @@
+"""The multi-call executable as a process: `install`, usage, and dispatch by name.
+
+Runs the venv's `cni-plugins` script (or CNI_PLUGINS_BIN, see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cni_plugins import plugins, version
+from tests.fixtures.run import our_executable
+
+EXE = our_executable()
+TARGET = os.path.realpath(EXE)
+NAMES = plugins.names()
+
+
+def cli(*argv: str, env: dict[str, str] | None = None,
+        exe: str = EXE) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    e.update(env or {})
+    return subprocess.run([exe, *argv], env=e, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def entries(d: Path) -> dict[str, str]:
+    """name -> "link:<target>" or "file:<content>" for everything in d."""
+    out = {}
+    for p in d.iterdir():
+        out[p.name] = f"link:{os.readlink(p)}" if p.is_symlink() else f"file:{p.read_text()}"
+    return out
+
+
+def test_plugin_types_exist() -> None:
+    assert {"loopback", "educative"} <= set(NAMES)
+    assert os.access(TARGET, os.X_OK)
+
+
+def test_install_links_every_type(tmp_path: Path) -> None:
+    d = tmp_path / "opt" / "cni" / "bin"                    # created on demand
+    r = cli("install", "--dir", str(d))
+    assert r.returncode == 0, r.stderr
+    assert entries(d) == {n: f"link:{TARGET}" for n in NAMES}
+    assert r.stdout.splitlines() == [f"{d / n} -> {TARGET}" for n in NAMES]
+
+
+def test_install_is_idempotent(tmp_path: Path) -> None:
+    assert cli("install", "--dir", str(tmp_path)).returncode == 0
+    first = entries(tmp_path)
+    r = cli("install", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert entries(tmp_path) == first == {n: f"link:{TARGET}" for n in NAMES}
+
+
+def test_install_accepts_an_indirect_link_to_us(tmp_path: Path) -> None:
+    """A link whose real path is us (e.g. via another link) counts as ours."""
+    hop = tmp_path / "hop"
+    hop.symlink_to(TARGET)
+    d = tmp_path / "bin"
+    d.mkdir()
+    (d / "loopback").symlink_to(hop)
+    assert cli("install", "--dir", str(d)).returncode == 0
+    assert os.readlink(d / "loopback") == TARGET
+
+
+@pytest.mark.parametrize("kind", ["file", "foreign-link"])
+def test_install_refuses_what_is_not_ours(tmp_path: Path, kind: str) -> None:
+    victim = tmp_path / "loopback"
+    if kind == "file":
+        victim.write_text("#!/bin/sh\necho go loopback\n")
+    else:
+        victim.symlink_to("/bin/true")
+    before = entries(tmp_path)
+    r = cli("install", "--dir", str(tmp_path))
+    assert r.returncode != 0
+    assert "refusing to replace loopback" in r.stderr and "--force" in r.stderr
+    assert entries(tmp_path) == before                      # nothing else linked either
+
+
+def test_install_force_replaces(tmp_path: Path) -> None:
+    (tmp_path / "loopback").write_text("go plugin")
+    (tmp_path / "educative").symlink_to("/bin/true")
+    (tmp_path / "unrelated").write_text("keep me")
+    r = cli("install", "--dir", str(tmp_path), "--force")
+    assert r.returncode == 0, r.stderr
+    assert entries(tmp_path) == {**{n: f"link:{TARGET}" for n in NAMES},
+                                 "unrelated": "file:keep me"}
+
+
+def test_uninstall_removes_only_our_links(tmp_path: Path) -> None:
+    assert cli("install", "--dir", str(tmp_path)).returncode == 0
+    (tmp_path / "loopback").unlink()
+    (tmp_path / "loopback").write_text("go plugin")
+    (tmp_path / "educative").unlink()
+    (tmp_path / "educative").symlink_to("/bin/true")
+    (tmp_path / "unrelated").symlink_to(TARGET)             # ours, but not a plugin name
+    r = cli("install", "--dir", str(tmp_path), "--uninstall")
+    assert r.returncode == 0, r.stderr
+    ours = [n for n in NAMES if n not in ("loopback", "educative")]
+    assert r.stdout.splitlines() == [f"removed {tmp_path / n}" for n in ours]
+    assert entries(tmp_path) == {"loopback": "file:go plugin", "educative": "link:/bin/true",
+                                 "unrelated": f"link:{TARGET}"}
+
+
+def test_uninstall_of_an_empty_dir(tmp_path: Path) -> None:
+    r = cli("install", "--dir", str(tmp_path), "--uninstall")
+    assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_list(tmp_path: Path) -> None:
+    assert cli("install", "--dir", str(tmp_path)).returncode == 0
+    (tmp_path / "loopback").unlink()
+    (tmp_path / "loopback").write_text("go plugin")
+    (tmp_path / "educative").unlink()
+    (tmp_path / "educative").symlink_to("/bin/true")
+    ours = [n for n in NAMES if n not in ("loopback", "educative")]
+    if ours:
+        (tmp_path / ours[0]).unlink()
+    r = cli("install", "--dir", str(tmp_path), "--list")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in r.stdout.splitlines()}
+    assert set(rows) == set(NAMES)
+    assert rows["loopback"] == "other file (not ours)"
+    assert rows["educative"] == "other link -> /bin/true"
+    if ours:
+        assert rows[ours[0]] == "not installed"
+        for n in ours[1:]:
+            assert rows[n] == f"-> {TARGET}"
+    assert entries(tmp_path)["loopback"] == "file:go plugin"   # --list changes nothing
+
+
+def test_install_needs_dir() -> None:
+    r = cli("install")
+    assert r.returncode == 2
+    assert "--dir" in r.stderr
+
+
+# --- usage and dispatch -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"], ["help"]])
+def test_usage_lists_types(argv: list[str]) -> None:
+    r = cli(*argv)
+    assert r.returncode == 0
+    assert r.stdout.startswith("usage: cni-plugins TYPE")
+    listed = r.stdout.split("plugin types:\n", 1)[1].split()
+    assert listed == NAMES
+
+
+def test_unknown_type() -> None:
+    r = cli("nosuch")
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr.startswith("cni-plugins: unknown plugin type 'nosuch'")
+    assert "plugin types:" in r.stderr
+
+
+def test_type_as_argument_version() -> None:
+    r = cli("loopback", env={"CNI_COMMAND": "VERSION"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"cniVersion": "1.1.0", "supportedVersions": list(version.ALL)}
+
+
+def test_type_as_argument_error_is_cni_json() -> None:
+    r = cli("loopback", env={"CNI_COMMAND": "ADD"})
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["code"] == 4
+    assert out["msg"] == "required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME,CNI_PATH] missing"
+
+
+def test_dispatch_by_link_name(tmp_path: Path) -> None:
+    assert cli("install", "--dir", str(tmp_path)).returncode == 0
+    link = str(tmp_path / "educative")
+    r = cli(env={"CNI_COMMAND": "VERSION"}, exe=link)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["supportedVersions"] == list(version.ALL)
+    about = cli(exe=link)
+    assert (about.returncode, about.stdout) == (0, "")
+    assert about.stderr.startswith("CNI educative plugin")
+
+
+def test_link_name_wins_over_arguments(tmp_path: Path) -> None:
+    """/opt/cni/bin/loopback ignores argv: a runtime never passes any."""
+    (tmp_path / "loopback").symlink_to(TARGET)
+    r = cli("install", "--dir", str(tmp_path / "x"), env={"CNI_COMMAND": "VERSION"},
+            exe=str(tmp_path / "loopback"))
+    assert r.returncode == 0
+    assert "supportedVersions" in json.loads(r.stdout)
+    assert not (tmp_path / "x").exists()
