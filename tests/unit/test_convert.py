@@ -169,6 +169,27 @@ def test_ip_version_is_derived_not_trusted() -> None:
     assert convert.convert(obj, "0.4.0", "0.2.0")["ip4"] == {"ip": "10.0.0.2/24"}
 
 
+@pytest.mark.parametrize("src", ["0.3.0", "0.3.1", "0.4.0"])
+@pytest.mark.parametrize("dst", ["1.0.0", "1.1.0"])
+def test_04x_input_cannot_smuggle_1x_interface_fields(src: str, dst: str) -> None:
+    """Go's types040.Interface has no mtu/socketPath/pciID: they are not read, so they
+    cannot reappear when the result goes up to 1.x."""
+    obj = {"cniVersion": src, "interfaces": [
+        {"name": "eth0", "mac": "0a:58:0a:01:00:05", "mtu": 9000, "socketPath": "/s",
+         "pciID": "0000:00:1f.6"}], "ips": [{"version": "4", "address": "10.0.0.2/24"}]}
+    assert convert.convert(obj, src, dst)["interfaces"] == [
+        {"name": "eth0", "mac": "0a:58:0a:01:00:05"}]
+
+
+@pytest.mark.parametrize("src", ["0.1.0", "0.2.0"])
+@pytest.mark.parametrize("dst", ["0.4.0", "1.1.0"])
+def test_02x_input_routes_are_dst_and_gw_only(src: str, dst: str) -> None:
+    """Go's types020.Route has Dst and GW only."""
+    obj = {"cniVersion": src, "ip4": {"ip": "10.0.0.2/24", "routes": [
+        {"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1400, "table": 5, "scope": 0}]}}
+    assert convert.convert(obj, src, dst)["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}]
+
+
 # --- prevResult: any version parses ---------------------------------------------------
 
 
