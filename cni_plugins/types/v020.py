@@ -27,7 +27,9 @@ def decode(obj: dict) -> Result:
         if not _str(block, "ip"):
             raise ValueError(f"{key}: ip is required")
         r.ips.append(IPConfig(address=_str(block, "ip"), gateway=_str(block, "gateway")))
-        r.routes.extend(decode_route(rt) for rt in block.get("routes") or [])
+        for rt in block.get("routes") or []:
+            full = decode_route(rt)             # Go's types020.Route: dst and gw only
+            r.routes.append(Route(dst=full.dst, gw=full.gw))
     return r
 
 

@@ -3,11 +3,20 @@ mtu/socketPath/pciID, which are dropped on the way down."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from . import Result, family
-from .v100 import decode as decode  # noqa: F401  ("version" is derivable, so ignored)
+from .v100 import decode as _decode_1x
 from .v100 import encode_dns, encode_interface, encode_ip, encode_route
+
+
+def decode(obj: dict) -> Result:
+    """As 1.x ("version" is derivable, so ignored), minus the interface fields 0.4.0
+    cannot carry: Go's types040.Interface never reads them."""
+    r = _decode_1x(obj)
+    r.interfaces = [replace(i, mtu=0, socket_path="", pci_id="") for i in r.interfaces]
+    return r
 
 
 def encode(r: Result, version: str) -> dict[str, Any]:
