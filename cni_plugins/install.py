@@ -23,6 +23,11 @@ def _points_at_us(path: str, target: str) -> bool:
 def install(directory: str, target: str, force: bool = False) -> list[str]:
     """Link every plugin type in `directory` to `target`; returns the names linked."""
     os.makedirs(directory, exist_ok=True)
+    dirs = [n for n in plugins.names() if os.path.isdir(os.path.join(directory, n))
+            and not os.path.islink(os.path.join(directory, n))]
+    if dirs:
+        raise click.ClickException(f"refusing to replace directories {', '.join(dirs)} "
+                                   f"in {directory}")
     refused = [n for n in plugins.names()
                if os.path.lexists(p := os.path.join(directory, n))
                and not _points_at_us(p, target) and not force]
@@ -33,6 +38,8 @@ def install(directory: str, target: str, force: bool = False) -> list[str]:
     for name in plugins.names():
         path = os.path.join(directory, name)
         tmp = os.path.join(directory, f".{name}.cni-plugins-{os.getpid()}")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)              # left by a crashed run with our pid
         os.symlink(target, tmp)
         os.replace(tmp, path)
     return plugins.names()

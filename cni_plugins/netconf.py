@@ -88,7 +88,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 def load(args: CmdArgs | bytes | dict, model: type[M]) -> M:
     """Validate a config into `model`; CNIError 7 (or 6) naming the field otherwise."""
     if isinstance(args, CmdArgs):
-        data: Any = args.conf or json.loads(args.stdin)
+        data: Any = args.conf           # skel decoded and checked stdin already
     elif isinstance(args, (bytes, str)):
         try:
             data = json.loads(args)
@@ -115,13 +115,15 @@ def parse_cni_args(raw: str, known: tuple[str, ...] = ()) -> dict[str, str]:
     if not raw:
         return out
     for pair in raw.split(";"):
-        if not pair:
-            continue
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
+        parts = pair.split("=")
+        if len(parts) != 2 or not parts[0]:
             raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: invalid pair {pair!r}")
-        out[key] = value
-    ignore = out.get("IgnoreUnknown", "").lower() in ("1", "true")
+        out[parts[0]] = parts[1]
+    flag = out.get("IgnoreUnknown", "").lower()
+    if flag not in ("", "0", "1", "true", "false"):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                       f"CNI_ARGS: IgnoreUnknown: invalid boolean {out['IgnoreUnknown']!r}")
+    ignore = flag in ("1", "true")
     unknown = [k for k in out if k not in known and k != "IgnoreUnknown"]
     if unknown and not ignore:
         raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,

@@ -186,8 +186,8 @@ def prepare(args: CmdArgs, supported: tuple[str, ...] = version.ALL) -> None:
 
 def execute(plugin: str, args: CmdArgs) -> "Result | None":
     """Validate, then run one verb of `plugin` in this process. Raises CNIError."""
+    prepare(args, plugins.supported_versions(plugin))
     mod = plugins.load(plugin)
-    prepare(args, getattr(mod, "SUPPORTED_VERSIONS", version.ALL))
     fn = getattr(mod, "cmd_" + args.command.lower(), None)
     if fn is None:
         return None

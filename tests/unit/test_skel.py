@@ -281,7 +281,9 @@ def test_unknown_cni_version(v: Any) -> None:
 
 
 def test_plugin_supported_versions_in_details(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = _fake_plugin(monkeypatch, "fewer", SUPPORTED_VERSIONS=("0.3.1", "0.4.0"))
+    """plugins.SUPPORTED is the one source: VERSION advertises what requests accept."""
+    mod = _fake_plugin(monkeypatch, "fewer")
+    monkeypatch.setitem(plugins.SUPPORTED, "fewer", ("0.3.1", "0.4.0"))
     mod.cmd_add = lambda args: None
     r = call(Env(), conf("1.0.0"), plugin="fewer")
     assert r.code == 1
