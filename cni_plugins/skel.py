@@ -229,7 +229,7 @@ def run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes]
         return 0, _json(convert.dump(result, args.cni_version))
     except CNIError as e:
         return 1, _json(e.to_json(cni_version))
-    except Exception as e:  # a crash is still a CNI error, never a traceback on stdout
+    except (Exception, SystemExit) as e:  # a crash is still a CNI error, never a traceback
         if environ.get("CNI_PLUGINS_DEBUG"):
             import traceback
 
