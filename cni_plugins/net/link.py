@@ -56,18 +56,12 @@ def ensure_bridge(nl: Netlink, name: str, *, mtu: int = 0, promisc: bool = False
     sysctl.try_set(f"net/ipv6/conf/{name}/accept_ra", "0")
     with kernel_errors(f"set bridge {name!r} up"):
         if promisc:
-            nl.link_set(br.index, up=True)
-            _set_promisc(nl, br.index)
+            nl.link_set(br.index, up=True, promisc=True)
         elif not br.up:
             nl.link_set(br.index, up=True)
         if vlan_filtering:
             nl.link_set(br.index, kind="bridge", data=[("IFLA_BR_VLAN_FILTERING", 1)])
     return nl.link(name) or br
-
-
-def _set_promisc(nl: Netlink, index: int) -> None:
-    msg = nl._new(16, index=index, flags=0x100, change=0x100)   # IFF_PROMISC
-    nl.request(msg, 16)
 
 
 def _local_mac() -> str:

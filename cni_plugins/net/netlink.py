@@ -35,7 +35,7 @@ NLM_F_ACK_TLVS = 0x200
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-IFF_UP = 0x1
+IFF_UP, IFF_PROMISC, IFF_ALLMULTI = 0x1, 0x100, 0x200
 IFA_F_NODAD = 0x02
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3                 # what iproute2 and the Go plugins use (pyroute2: static)
@@ -83,6 +83,7 @@ class Link:
     operstate: str = ""         # "UP", "DOWN", "LOWERLAYERDOWN", …
     peer: int = 0               # veth: the peer's ifindex (in its own netns)
     alias: str = ""
+    txqlen: int = 0
 
     @property
     def up(self) -> bool:
@@ -108,7 +109,8 @@ def _link(msg: Any) -> Link:
                 kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
                 master=msg.get_attr("IFLA_MASTER") or 0,
                 operstate=msg.get_attr("IFLA_OPERSTATE") or "",
-                peer=msg.get_attr("IFLA_LINK") or 0, alias=msg.get_attr("IFLA_IFALIAS") or "")
+                peer=msg.get_attr("IFLA_LINK") or 0, alias=msg.get_attr("IFLA_IFALIAS") or "",
+                txqlen=msg.get_attr("IFLA_TXQLEN") or 0)
 
 
 def _addr(msg: Any) -> Addr:
@@ -283,7 +285,9 @@ class Netlink:
 
     def link_set(self, index: int, *, up: bool | None = None, master: int | None = None,
                  mtu: int = 0, mac: str = "", name: str = "", ns_fd: int = -1,
-                 kind: str = "", data: list | None = None, port: list | None = None) -> None:
+                 kind: str = "", data: list | None = None, port: list | None = None,
+                 promisc: bool | None = None, allmulti: bool | None = None,
+                 txqlen: int | None = None, alias: str | None = None) -> None:
         """Change a link. master=0 releases it from its master; `kind`+`data` change
         kind-specific attributes (bridge vlan_filtering); `port` sets bridge-port attributes
         (IFLA_BRPORT_* pairs: hairpin, isolation) through IFLA_INFO_SLAVE_DATA."""
@@ -298,10 +302,17 @@ class Netlink:
         if port:
             attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
                                                       ("IFLA_INFO_SLAVE_DATA", {"attrs": port})]}))
-        fields: dict[str, Any] = {"index": index, "attrs": attrs}
-        if up is not None:
-            fields.update(flags=IFF_UP if up else 0, change=IFF_UP)
-        self.request(self._new(RTM_NEWLINK, **fields), RTM_NEWLINK)
+        if txqlen is not None:
+            attrs.append(("IFLA_TXQLEN", txqlen))
+        if alias is not None:
+            attrs.append(("IFLA_IFALIAS", alias))
+        flags = change = 0
+        for flag, want in ((IFF_UP, up), (IFF_PROMISC, promisc), (IFF_ALLMULTI, allmulti)):
+            if want is not None:
+                change |= flag
+                flags |= flag if want else 0
+        self.request(self._new(RTM_NEWLINK, index=index, flags=flags, change=change,
+                               attrs=attrs), RTM_NEWLINK)
 
     def link_set_up(self, index: int, up: bool = True) -> None:
         self.link_set(index, up=up)
