@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "macvlan": "cni_plugins.main.macvlan",
     "ptp": "cni_plugins.main.ptp",
     "educative": "cni_plugins.meta.educative",
+    "tuning": "cni_plugins.meta.tuning",
 }
 
 # Plugins that speak fewer versions than version.ALL (none yet); read without importing them.
