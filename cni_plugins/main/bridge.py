@@ -17,7 +17,7 @@ from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import link, sysctl
 from ..net.iface import configure_iface
-from ..net.netlink import Netlink
+from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -92,9 +92,11 @@ class Conf(netconf.NetConf):
 
 def load_conf(args: CmdArgs) -> Conf:
     conf = netconf.load(args, Conf)
-    if conf.vlan or conf.vlan_trunk:
-        raise CNIError(Code.UNSUPPORTED_FIELD,
-                       "vlan/vlanTrunk: bridge VLAN filtering is not implemented yet")
+    conf.trunk_vlans()                  # validate now, before anything is created
+    if conf.vlan and len(f"{conf.bridge}.{conf.vlan}") > 15:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: bridge: {conf.bridge!r}.{conf.vlan} is too long "
+                       "for the VLAN gateway interface")
     if conf.macspoofchk:
         raise CNIError(Code.UNSUPPORTED_FIELD, "macspoofchk: not implemented yet")
     return conf
@@ -165,6 +167,43 @@ def ensure_gateway_addr(host: Netlink, br_index: int, br_name: str, cidr: str,
     return True
 
 
+def setup_port_vlans(host: Netlink, port: int, vlan: int, trunk: list[int],
+                     preserve_default: bool) -> None:
+    """Access VLAN (pvid, untagged) and trunk VLANs on a bridge port, as Go's bridge."""
+    with kernel_errors("set VLANs on the bridge port"):
+        if (vlan or trunk) and not preserve_default:
+            host.bridge_vlan(port, 1, add=False)
+        if vlan:
+            host.bridge_vlan(port, vlan, pvid=True, untagged=True)
+        for vid in trunk:
+            host.bridge_vlan(port, vid)
+
+
+def ensure_vlan_gateway(host: Netlink, host_ns: NetNS, br: Link, conf: Conf) -> Link:
+    """The gateway of a VLAN lives on "<bridge>.<vid>": one end of a veth pair whose other
+    end is a bridge port with that VLAN as pvid (Go's ensureVlanInterface)."""
+    name = f"{br.name}.{conf.vlan}"
+    gw = host.link(name)
+    if gw is None:
+        try:
+            peer = link.create_veth(host, name, host_ns, mtu=br.mtu)
+        except CNIError:
+            gw = host.link(name)        # a concurrent ADD made it
+            if gw is None:
+                raise
+        else:
+            port = host.link(peer)
+            assert port is not None
+            with kernel_errors(f"connect {peer!r} to bridge {br.name!r}"):
+                host.link_set(port.index, master=br.index, up=True)
+            setup_port_vlans(host, port.index, conf.vlan, [], conf.preserve_default_vlan)
+            gw = host.link(name)
+    assert gw is not None
+    with kernel_errors(f"set {name!r} up"):
+        host.link_set(gw.index, up=True)
+    return gw
+
+
 def enable_forwarding(family: int) -> None:
     with kernel_errors("enable IP forwarding"):
         if family == 4:
@@ -192,7 +231,9 @@ def cmd_add(args: CmdArgs) -> Result:
             ctr = Netlink()
         undo.callback(ctr.close)
 
-        br = link.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode)
+        trunk = conf.trunk_vlans()
+        br = link.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
+                                vlan_filtering=bool(conf.vlan or trunk))
         checkpoint("bridge")
 
         with ctr_ns.enter():
@@ -216,6 +257,7 @@ def cmd_add(args: CmdArgs) -> Result:
             host.link_set(hv.index, master=br.index, up=True)
             host.link_set(hv.index, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
                                           ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
+        setup_port_vlans(host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
         checkpoint("port")
 
         result = Result(interfaces=[
@@ -241,9 +283,13 @@ def cmd_add(args: CmdArgs) -> Result:
                 configure_iface(ctr, args.ifname, result, dad=conf.enabledad)
             checkpoint("address")
 
+            gw_dev = br
+            if gateways and conf.vlan:
+                gw_dev = ensure_vlan_gateway(host, host_ns, br, conf)
             for cidr in gateways:
-                if ensure_gateway_addr(host, br.index, conf.bridge, cidr, conf.force_address):
-                    undo.callback(_drop_gateway_if_unused, host, conf.bridge, cidr, host_name)
+                if ensure_gateway_addr(host, gw_dev.index, gw_dev.name, cidr,
+                                       conf.force_address):
+                    undo.callback(_drop_gateway_if_unused, host, gw_dev.name, cidr, host_name)
             for family in sorted({ipaddress.ip_interface(g).version for g in gateways}):
                 enable_forwarding(family)
             checkpoint("gateway")

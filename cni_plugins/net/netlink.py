@@ -32,7 +32,9 @@ NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_ACK_TLVS = 0x200
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+AF_BRIDGE = 7
+BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = 0x1, 0x100, 0x200
@@ -249,6 +251,16 @@ class Netlink:
 
     def links(self) -> list[Link]:
         return [_link(m) for m in self.request(self._new(RTM_NEWLINK), RTM_GETLINK, dump=True)]
+
+    def bridge_vlan(self, index: int, vid: int, *, add: bool = True, pvid: bool = False,
+                    untagged: bool = False) -> None:
+        """Allow (add) or remove VLAN `vid` on bridge port `index` (bridge vlan_filtering)."""
+        flags = (BRIDGE_VLAN_INFO_PVID if pvid else 0) | \
+            (BRIDGE_VLAN_INFO_UNTAGGED if untagged else 0)
+        msg = self._new(RTM_NEWLINK, family=AF_BRIDGE, index=index, attrs=[
+            ("IFLA_AF_SPEC", {"attrs": [("IFLA_BRIDGE_VLAN_INFO", {"flags": flags,
+                                                                  "vid": vid})]})])
+        self.request(msg, RTM_SETLINK if add else RTM_DELLINK)
 
     def link_set_up(self, index: int, up: bool = True) -> None:
         msg = self._new(RTM_NEWLINK, index=index, flags=IFF_UP if up else 0, change=IFF_UP)
