@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
-from ..net import link, sysctl
+from ..net import firewall, link, sysctl
 from ..net.iface import configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
@@ -97,6 +97,8 @@ def load_conf(args: CmdArgs) -> Conf:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"invalid config: bridge: {conf.bridge!r}.{conf.vlan} is too long "
                        "for the VLAN gateway interface")
+    if conf.ip_masq:
+        firewall.select(conf.ip_masq_backend)   # refuse a bad backend before any change
     if conf.macspoofchk:
         raise CNIError(Code.UNSUPPORTED_FIELD, "macspoofchk: not implemented yet")
     return conf
@@ -295,12 +297,11 @@ def cmd_add(args: CmdArgs) -> Result:
             checkpoint("gateway")
 
             if conf.ip_masq:
-                from ..net.firewall import masq
-
-                masq.select(conf.ip_masq_backend)
-                masq.setup_masq(conf.name, args.ifname, args.container_id,
-                                [ip.address for ip in result.ips])
-                undo.callback(masq.teardown_masq, conf.name, args.ifname, args.container_id)
+                fw = firewall.select(conf.ip_masq_backend)
+                fw.setup_masq(conf.name, args.ifname, args.container_id,
+                              [ip.address for ip in result.ips])
+                undo.callback(fw.teardown_masq, conf.name, args.ifname,
+                              args.container_id)
                 checkpoint("masquerade")
 
         hv = link.wait_oper_up(host, host_name)
@@ -323,9 +324,7 @@ def cmd_del(args: CmdArgs) -> None:
     if conf.ipam.type:
         invoke.delegate_del(conf.ipam.type, args)
     if conf.ipam.type and conf.ip_masq:
-        from ..net.firewall import masq
-
-        masq.teardown_masq(conf.name, args.ifname, args.container_id)
+        firewall.teardown_masq(conf.name, args.ifname, args.container_id)
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
-from ..net import link, sysctl
+from ..net import firewall, link, sysctl
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
@@ -35,6 +35,8 @@ def load_conf(args: CmdArgs) -> Conf:
     conf = netconf.load(args, Conf)
     if not conf.ipam.type:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: ipam.type: ptp needs IPAM")
+    if conf.ip_masq:
+        firewall.select(conf.ip_masq_backend)   # refuse a bad backend before any change
     return conf
 
 
@@ -116,12 +118,10 @@ def cmd_add(args: CmdArgs) -> Result:
         checkpoint("host")
 
         if conf.ip_masq:
-            from ..net.firewall import masq
-
-            masq.select(conf.ip_masq_backend)
-            masq.setup_masq(conf.name, args.ifname, args.container_id,
-                            [ip.address for ip in result.ips])
-            undo.callback(masq.teardown_masq, conf.name, args.ifname, args.container_id)
+            fw = firewall.select(conf.ip_masq_backend)
+            fw.setup_masq(conf.name, args.ifname, args.container_id,
+                          [ip.address for ip in result.ips])
+            undo.callback(fw.teardown_masq, conf.name, args.ifname, args.container_id)
             checkpoint("masquerade")
 
         if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
@@ -144,9 +144,7 @@ def cmd_del(args: CmdArgs) -> None:
             with kernel_errors(f"delete link {args.ifname!r}"):
                 ctr.link_del_by_name(args.ifname)
     if conf.ip_masq:
-        from ..net.firewall import masq
-
-        masq.teardown_masq(conf.name, args.ifname, args.container_id)
+        firewall.teardown_masq(conf.name, args.ifname, args.container_id)
 
 
 def cmd_check(args: CmdArgs) -> None:
