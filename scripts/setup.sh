@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Everything a fresh Debian machine needs, as root; safe to run again.
 #   Debian packages: the Go reference plugins (test oracle and benchmark baseline),
-#   iproute2 and nftables (tests look at kernel state with them), python3-venv.
+#   iproute2 and nftables (tests look at kernel state with them), python3-venv;
+#   for tests/guest/run (the kernel-dependent tests in a QEMU guest): qemu-system-x86,
+#   busybox-static, cpio, kmod, xz-utils, and linux-image-amd64 (only booted as the guest's kernel).
 #   .venv: the project in editable mode with its test and build extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv"
+APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv
+          qemu-system-x86 busybox-static cpio kmod xz-utils linux-image-amd64"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
