@@ -2,6 +2,7 @@
 # Everything a fresh Debian machine needs, as root; safe to run again.
 #   Debian packages: the Go reference plugins (test oracle and benchmark baseline),
 #   iproute2 and nftables (tests look at kernel state with them), python3-venv;
+#   iputils-ping, curl, netcat-openbsd, conntrack (tests send real traffic);
 #   for tests/guest/run (the kernel-dependent tests in a QEMU guest): qemu-system-x86,
 #   busybox-static, cpio, kmod, xz-utils, and linux-image-amd64 (only booted as the guest's kernel).
 #   .venv: the project in editable mode with its test and build extras.
@@ -9,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv
+          iputils-ping curl netcat-openbsd conntrack
           qemu-system-x86 busybox-static cpio kmod xz-utils linux-image-amd64"
 missing=""
 for p in $APT_PKGS; do
@@ -27,7 +29,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import cni_plugins, pyroute2, pydantic, pytest, hypothesis, PyInstaller" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,build]'
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,build]' \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     touch .venv/.installed
 fi
 echo "setup: ok ($(.venv/bin/python --version), $(ls /usr/lib/cni | wc -l) Go plugins in /usr/lib/cni)"
