@@ -9,7 +9,13 @@ The hashes are SHA-512 hex digests cut to length (pkg/utils in containernetworki
 
 from __future__ import annotations
 
-import hashlib
+try:                            # the builtin: hashlib would load OpenSSL first (≈5 ms)
+    from _sha512 import sha512
+except ImportError:             # Python ≥ 3.12 renamed it
+    try:
+        from _sha2 import sha512            # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        from hashlib import sha512          # type: ignore[assignment]
 
 COMMENT_MAX = 128           # bytes; longer comments are cut, as knftables does
 CHAIN_PREFIX = "CNI-"
@@ -20,7 +26,7 @@ def hash_prefix(length: int, prefix: str, text: str) -> str:
     """`prefix` followed by the SHA-512 hex digest of `text`, cut to `length` characters."""
     if len(prefix) >= length or length > 128:
         raise ValueError(f"invalid hash length {length} for prefix {prefix!r}")
-    return (prefix + hashlib.sha512(text.encode()).hexdigest())[:length]
+    return (prefix + sha512(text.encode()).hexdigest())[:length]
 
 
 def network_hash(network: str) -> str:

@@ -44,6 +44,16 @@ NAT_RULES = [
     ("fib daddr type local counter accept",
      lambda: [*nft.fib_daddr_local(), *nft.counter(), *nft.accept()]),
     ("ip saddr 10.0.0.0/8 drop", lambda: [*nft.addr("saddr", "10.0.0.0/8"), *nft.drop()]),
+    # portmap's rules (the Go plugin's text)
+    ("ip daddr 192.168.0.2 ip protocol tcp th dport 8083 dnat ip addr . port to 10.0.0.2 . 83",
+     lambda: [*nft.addr("daddr", "192.168.0.2"), *nft.ip_protocol("tcp"), *nft.th_dport(8083),
+              *nft.dnat("10.0.0.2", 83)]),
+    ("ip protocol udp th dport 8082 dnat ip addr . port to 10.0.0.2 . 82",
+     lambda: [*nft.ip_protocol("udp"), *nft.th_dport(8082), *nft.dnat("10.0.0.2", 82)]),
+    ("meta l4proto sctp th dport 9 return",
+     lambda: [*nft.l4proto("sctp"), *nft.th_dport(9), *nft.ret()]),
+    ("fib daddr type local jump target",
+     lambda: [*nft.fib_daddr_local(), *nft.jump("target")]),
 ]
 
 
@@ -51,14 +61,15 @@ def test_builders_encode_what_nft_encodes(make_netns):
     cli, ours = make_netns(), make_netns()
     nft_cli(cli, "add table inet t\nadd chain inet t target\nadd chain inet t c\n"
                  + "".join(f"add rule inet t c {text}\n" for text, _ in INET_RULES)
-                 + "add table ip n\nadd chain ip n out { type nat hook output priority -100 ; }\n"
+                 + "add table ip n\nadd chain ip n target\n"
+                 + "add chain ip n out { type nat hook output priority -100 ; }\n"
                  + "".join(f"add rule ip n out {text}\n" for text, _ in NAT_RULES))
     b = nft.Batch().add_table("inet", "t").add_chain("inet", "t", "target")
     b.add_chain("inet", "t", "c")
     for _, build in INET_RULES:
         b.add_rule("inet", "t", "c", build())
-    b.add_table("ip", "n").add_chain("ip", "n", "out", type="nat", hook="output",
-                                     priority="dstnat")
+    b.add_table("ip", "n").add_chain("ip", "n", "target")
+    b.add_chain("ip", "n", "out", type="nat", hook="output", priority="dstnat")
     for _, build in NAT_RULES:
         b.add_rule("ip", "n", "out", build())
     with inside(ours), nft.NFT() as sock:
@@ -154,8 +165,9 @@ def test_rule_to_a_missing_chain_names_the_command(nsx):
 def test_many_rules_list_fast(nsx):
     b = nft.Batch().add_table("inet", "t").add_chain("inet", "t", "c")
     for i in range(300):
-        b.add_rule("inet", "t", "c", [*nft.nfproto(4), *nft.addr("saddr", f"10.9.{i // 200}.{i % 200 + 1}"),
-                                      *nft.masq()], comment=f"rule {i}")
+        src = f"10.9.{i // 200}.{i % 200 + 1}"
+        b.add_rule("inet", "t", "c", [*nft.nfproto(4), *nft.addr("saddr", src), *nft.masq()],
+                   comment=f"rule {i}")
     with nft.NFT() as sock:
         sock.commit(b)
         t = time.perf_counter()
