@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""Plugin exec latency, ours against the Go reference plugins, in one alternating run.
+
+    .venv/bin/python bench/bench.py [--bin PATH ...] [--runs N] [--only NAME[,NAME]]
+
+Every case runs as iterations; in each, every implementation (ours, then Go; the order
+flips each iteration) gets a fresh context (scratch dir, netns if the case needs one), its
+setup, its verbs timed one by one, and its teardown. Only the exec of a verb is timed:
+spawn, feed stdin, read stdout, reap. `--bin` names our executable (default: the venv's
+cni-plugins script; dist/cni-plugins/cni-plugins for the PyInstaller build); it is repeatable
+to compare builds, and each is installed as symlinks in a temp dir used as its CNI_PATH.
+
+To add a case, append a Case to CASES: plugin type, verbs, config (a dict or a function
+of the Ctx), netns / host_netns flags, extra env, setup/teardown callables, and the
+expected exit status or CNI error code per verb. Every netns is named cnitest-bench-*,
+and is deleted when its iteration ends, on failure, on Ctrl-C, and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BIN = os.path.join(ROOT, ".venv", "bin", "cni-plugins")
+GO_DIR = "/usr/lib/cni"
+NETNS_DIR = "/run/netns"
+PREFIX = "cnitest-bench-"
+CLONE_NEWNET = 0x40000000
+WARMUP = 2
+
+
+# -- the cases -------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    """One implementation's iteration of a case: what setup, config and teardown see."""
+
+    impl: str                       # "go" or our label
+    cni_path: str                   # CNI_PATH for this implementation
+    tmp: str                        # scratch dir, removed after the iteration
+    netns: str = ""                 # CNI_NETNS (a fresh netns when the case asks for one)
+    host_netns: str = ""            # the throw-away netns the plugin runs in (host_netns cases)
+    container_id: str = ""
+    env: dict[str, str] = field(default_factory=dict)   # setup may add variables
+    state: dict[str, Any] = field(default_factory=dict)  # free for setup/teardown
+
+
+@dataclass
+class Expect:
+    status: int = 0                 # exit status
+    code: int | None = None         # CNI error code in stdout (when status is 1)
+
+
+@dataclass
+class Case:
+    name: str
+    plugin: str                                       # CNI type: the symlink / Go binary name
+    verbs: tuple[str, ...]                            # run in order, each timed separately
+    config: dict[str, Any] | Callable[[Ctx], dict[str, Any]] | None = None
+    netns: bool = False                               # fresh CNI_NETNS per iteration
+    host_netns: bool = False                          # run the plugin in a throw-away "host" netns
+    env: dict[str, str | None] = field(default_factory=dict)   # None removes a variable
+    setup: Callable[[Ctx], None] | None = None        # untimed, before the first verb
+    teardown: Callable[[Ctx], None] | None = None     # untimed, always, after the last verb
+    expect: dict[str, Expect] = field(default_factory=dict)    # per verb; default status 0
+    ifname: str = "eth0"
+    go_fallback: bool = False       # our CNI_PATH ends with the Go dir (a delegate we lack yet)
+
+    @property
+    def needs_root(self) -> bool:
+        return self.netns or self.host_netns
+
+
+# 1.0.0: the newest version the Go plugins (Debian's 1.1.1) speak.
+def _loopback_conf(version: str = "1.0.0") -> dict[str, Any]:
+    return {"cniVersion": version, "name": "bench-lo", "type": "loopback"}
+
+
+CASES: list[Case] = [
+    Case("VERSION", "loopback", ("VERSION",), _loopback_conf()),
+    # Errors found before any kernel work: the cost of a rejected request.
+    Case("error: no CNI_IFNAME", "loopback", ("ADD",), _loopback_conf(),
+         env={"CNI_IFNAME": None, "CNI_NETNS": f"{NETNS_DIR}/{PREFIX}absent"},
+         expect={"ADD": Expect(1, 4)}),
+    Case("error: bad cniVersion", "loopback", ("ADD",), _loopback_conf("9.9.9"),
+         env={"CNI_NETNS": f"{NETNS_DIR}/{PREFIX}absent"},
+         expect={"ADD": Expect(1, 1)}),
+    Case("loopback", "loopback", ("ADD", "DEL"), _loopback_conf(), netns=True, ifname="lo"),
+]
+
+
+# -- namespaces ------------------------------------------------------------------------
+
+_made: set[str] = set()
+
+
+def netns_add() -> str:
+    name = PREFIX + uuid.uuid4().hex[:12]
+    _made.add(name)                 # before the command: a half-made one is still removed
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    return name
+
+
+def netns_del(name: str) -> None:
+    if not name.startswith(PREFIX):
+        raise ValueError(f"refusing to delete netns {name!r}: not ours")
+    if os.path.lexists(os.path.join(NETNS_DIR, name)):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    _made.discard(name)
+
+
+def cleanup_all() -> None:
+    for name in sorted(_made):
+        netns_del(name)
+
+
+_libc: Any = None
+
+
+def _setns(fd: int) -> None:
+    global _libc
+    if hasattr(os, "setns"):
+        os.setns(fd, CLONE_NEWNET)
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def inside(netns_name: str) -> Iterator[None]:
+    """This thread (and so the plugins it spawns) in `netns_name`; back on exit."""
+    if not netns_name:
+        yield
+        return
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(os.path.join(NETNS_DIR, netns_name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+# -- one exec ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    status: int
+    stdout: bytes
+    stderr: bytes
+
+
+def spawn(path: str, env: dict[str, str], stdin: bytes, stderr_file: int) -> Outcome:
+    """Exec `path` with `stdin`; timed from spawn to reap."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.ftruncate(stderr_file, 0)
+    os.lseek(stderr_file, 0, os.SEEK_SET)
+    actions = [(os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+               (os.POSIX_SPAWN_DUP2, stderr_file, 2)]
+    t0 = time.perf_counter()
+    pid = os.posix_spawn(path, [path], env, file_actions=actions)
+    os.close(in_r)
+    os.close(out_w)
+    try:
+        os.write(in_w, stdin)       # configs are far below the pipe buffer
+    except BrokenPipeError:
+        pass
+    os.close(in_w)
+    chunks = []
+    while chunk := os.read(out_r, 65536):
+        chunks.append(chunk)
+    _, wstatus = os.waitpid(pid, 0)
+    elapsed = time.perf_counter() - t0
+    os.close(out_r)
+    os.lseek(stderr_file, 0, os.SEEK_SET)
+    err = os.read(stderr_file, 4096)
+    return Outcome(elapsed, os.waitstatus_to_exitcode(wstatus), b"".join(chunks), err)
+
+
+def base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+
+
+def check(case: Case, verb: str, out: Outcome) -> str:
+    """'' when the outcome is what the case expects, else a description."""
+    want = case.expect.get(verb, Expect())
+    problem = ""
+    if out.status != want.status:
+        problem = f"exit {out.status}, expected {want.status}"
+    elif want.code is not None:
+        try:
+            code = json.loads(out.stdout).get("code")
+        except ValueError:
+            code = None
+        if code != want.code:
+            problem = f"error code {code}, expected {want.code}"
+    if problem:
+        text = (out.stdout or out.stderr).decode(errors="replace").strip().replace("\n", " ")
+        problem += f": {text[:300]}"
+    return problem
+
+
+def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file: int
+                  ) -> tuple[dict[str, float], list[tuple[tuple[str, str], str]]]:
+    """Setup, timed verbs, teardown for one implementation; (seconds per verb, problems)."""
+    ctx = Ctx(impl=impl, cni_path=cni_path, tmp=tempfile.mkdtemp(prefix="cni-bench-"),
+              container_id="bench-" + uuid.uuid4().hex[:12])
+    made = []
+    times: dict[str, float] = {}
+    problems: list[tuple[tuple[str, str], str]] = []
+    try:
+        if case.host_netns:
+            ctx.host_netns = netns_add()
+            made.append(ctx.host_netns)
+        if case.netns:
+            name = netns_add()
+            made.append(name)
+            ctx.netns = os.path.join(NETNS_DIR, name)
+        if case.setup:
+            with inside(ctx.host_netns):
+                case.setup(ctx)
+        conf = case.config(ctx) if callable(case.config) else case.config
+        stdin = json.dumps(conf).encode() if conf is not None else b""
+        env = base_env()
+        env.update(CNI_CONTAINERID=ctx.container_id, CNI_NETNS=ctx.netns, CNI_IFNAME=case.ifname,
+                   CNI_PATH=cni_path)
+        env.update(ctx.env)
+        for k, v in case.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        if case.go_fallback and impl != "go":
+            env["CNI_PATH"] = f"{cni_path}:{go_dir}"
+        plugin = os.path.join(cni_path, case.plugin)
+        for verb in case.verbs:
+            env["CNI_COMMAND"] = verb
+            with inside(ctx.host_netns):
+                out = spawn(plugin, env, stdin, stderr_file)
+            times[verb] = out.seconds
+            if problem := check(case, verb, out):
+                problems.append(((impl, verb), problem))
+    finally:
+        try:
+            if case.teardown:
+                with inside(ctx.host_netns):
+                    case.teardown(ctx)
+        finally:
+            for name in made:
+                netns_del(name)
+            shutil.rmtree(ctx.tmp, ignore_errors=True)
+    return times, problems
+
+
+# -- reporting -----------------------------------------------------------------------------
+
+
+def p90(values: list[float]) -> float:
+    s = sorted(values)
+    return s[max(0, math.ceil(0.9 * len(s)) - 1)]
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       "")
+    except OSError:
+        pass
+    u = os.uname()
+    return (f"machine: {u.nodename}, nproc {os.cpu_count()}, kernel {u.release} {u.machine}"
+            + (f", {cpu}" if cpu else "")
+            + f"; load {os.getloadavg()[0]:.2f}; bench python {platform.python_version()}")
+
+
+def label_for(path: str, taken: set[str]) -> str:
+    real = os.path.realpath(path)
+    if os.path.isdir(os.path.join(os.path.dirname(real), "_internal")):
+        label = "frozen"
+    else:
+        with open(real, "rb") as f:
+            label = "venv" if f.read(2) == b"#!" else os.path.basename(real)
+    base, n = label, 2
+    while label in taken:
+        label, n = f"{base}{n}", n + 1
+    return label
+
+
+def install_links(binary: str, directory: str) -> None:
+    r = subprocess.run([binary, "install", "--dir", directory], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: {binary} install --dir {directory} failed: "
+                         f"{(r.stderr or r.stdout).strip()}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", action="append", metavar="PATH",
+                    help=f"our executable (repeatable; default {DEFAULT_BIN})")
+    ap.add_argument("--runs", type=int, default=30, help="timed iterations per case (30)")
+    ap.add_argument("--only", metavar="NAME[,NAME]",
+                    help="cases whose name contains one of these (case-insensitive)")
+    ap.add_argument("--go-dir", default=GO_DIR, help=f"the Go plugins ({GO_DIR})")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    opts = ap.parse_args()
+
+    if opts.list:
+        for c in CASES:
+            print(f"{c.name:28} {c.plugin:12} {' '.join(c.verbs)}"
+                  + ("  [netns]" if c.netns else "") + ("  [host netns]" if c.host_netns else ""))
+        return 0
+    cases = CASES
+    if opts.only:
+        wanted = [w.strip().lower() for w in opts.only.split(",") if w.strip()]
+        cases = [c for c in CASES if any(w in c.name.lower() for w in wanted)]
+        if not cases:
+            raise SystemExit(f"bench: no case matches {opts.only!r} (see --list)")
+    skipped = []
+    if os.geteuid() != 0:
+        skipped = [c.name for c in cases if c.needs_root]
+        cases = [c for c in cases if not c.needs_root]
+
+    bins = [os.path.abspath(b) for b in (opts.bin or [DEFAULT_BIN])]
+    for b in bins:
+        if not os.access(b, os.X_OK):
+            raise SystemExit(f"bench: {b} is not executable")
+    linkdir = tempfile.mkdtemp(prefix="cni-bench-bin-")
+    stderr_path = os.path.join(linkdir, "stderr")
+    stderr_file = os.open(stderr_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    impls: list[tuple[str, str]] = []       # (label, CNI_PATH)
+    taken: set[str] = set()
+    for b in bins:
+        label = label_for(b, taken)
+        taken.add(label)
+        d = os.path.join(linkdir, label)
+        install_links(b, d)
+        impls.append((label, d))
+    impls.append(("go", opts.go_dir))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even if started with it ignored
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    now = datetime.datetime.now(datetime.timezone.utc).astimezone()
+    print(f"cni-plugins bench, {now:%Y-%m-%d %H:%M:%S %Z}")
+    print(machine())
+    for (label, _), b in zip(impls, bins):
+        print(f"ours: {label} = {b}")
+    print(f"go:   {opts.go_dir}")
+    print(f"{opts.runs} timed runs per case after {WARMUP} warm-up, implementations alternating "
+          f"(order flipped every run); ms; ratio = ours median / go median")
+    if skipped:
+        print(f"skipped (need root): {', '.join(skipped)}")
+
+    labels = [lbl for lbl, _ in impls]
+    ours = labels[:-1]
+    header = f"{'case':28} {'verb':8}" + "".join(f" {lbl + ' med':>11} {'p90':>7}" for lbl in labels)
+    header += "".join(f" {lbl + '/go':>10}" for lbl in ours)
+    print()
+    print(header)
+    print("-" * len(header))
+    all_problems: list[str] = []
+    try:
+        for case in cases:
+            present = [(lbl, d) for lbl, d in impls
+                       if os.access(os.path.join(d, case.plugin), os.X_OK)]
+            samples: dict[tuple[str, str], list[float]] = {}
+            problems: dict[tuple[str, str], str] = {}   # the first per implementation and verb
+            for i in range(WARMUP + opts.runs):
+                order = present if i % 2 == 0 else present[::-1]
+                for lbl, d in order:
+                    times, probs = run_iteration(case, lbl, d, opts.go_dir, stderr_file)
+                    for key, text in probs:
+                        problems.setdefault(key, text)
+                    if i >= WARMUP:
+                        for verb, t in times.items():
+                            samples.setdefault((lbl, verb), []).append(t * 1000)
+            for verb in case.verbs:
+                row = f"{case.name:28} {verb:8}"
+                med = {}
+                for lbl in labels:
+                    vals = samples.get((lbl, verb))
+                    if vals:
+                        med[lbl] = statistics.median(vals)
+                        row += f" {med[lbl]:11.1f} {p90(vals):7.1f}"
+                    else:
+                        row += f" {'-':>11} {'-':>7}"
+                for lbl in ours:
+                    if lbl in med and med.get("go"):
+                        row += f" {med[lbl] / med['go']:9.2f}x"
+                    else:
+                        row += f" {'-':>10}"
+                print(row, flush=True)
+            for (lbl, verb), text in problems.items():
+                print(f"  ! {case.name}: {lbl} {verb}: {text}", flush=True)
+            all_problems += problems.values()
+    except KeyboardInterrupt as e:
+        print(f"\nbench: interrupted ({str(e) or 'Ctrl-C'}); cleaning up", file=sys.stderr)
+        return 130
+    finally:
+        cleanup_all()
+        os.close(stderr_file)
+        shutil.rmtree(linkdir, ignore_errors=True)
+    if all_problems:
+        print(f"\nbench: {len(all_problems)} unexpected outcome(s), see '!' lines", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
