@@ -13,6 +13,8 @@ REGISTRY: dict[str, str] = {
     "macvlan": "cni_plugins.main.macvlan",
     "ptp": "cni_plugins.main.ptp",
     "educative": "cni_plugins.meta.educative",
+    "host-local": "cni_plugins.ipam.host_local",
+    "static": "cni_plugins.ipam.static",
     "tuning": "cni_plugins.meta.tuning",
 }
 

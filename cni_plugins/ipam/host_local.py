@@ -1,0 +1,311 @@
+"""host-local: addresses from configured ranges, recorded in files on this host.
+
+ADD     config -> range sets (+ runtimeConfig.ipRanges, legacy top-level range) -> requested
+        addresses (CNI_ARGS IP, args.cni.ips, runtimeConfig.ips) matched to sets -> resolvConf
+        -> under the store's lock: one address per set, round robin after the last one
+        reserved, gateway skipped -> result with routes and dns
+DEL     release every address of (container, ifname), or of the container alone in files
+        written before ifnames were recorded; nothing to release is success
+CHECK   (container, ifname) holds an address in every range set
+GC      release every reservation whose (container, ifname) is not a valid attachment
+STATUS  code 50 while a range set has no free address
+
+The store is the Go plugin's (see _store.py): both implementations can share a dataDir.
+Errors in the request (config, requested addresses, resolvConf) are found before the
+store is touched, so a bad request writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from .. import netconf
+from ..errors import CNIError, Code, ErrorList
+from ..skel import CmdArgs
+from ..types import DNS, IPConfig, Result
+from . import _conf, _ranges
+from ._ranges import RangeSet, fmt
+from ._store import DEFAULT_DATA_DIR, Owner, Reservation, Store
+
+ABOUT = "host-local IPAM: addresses from configured ranges, recorded on this host"
+
+
+class RangeConf(netconf.Model):
+    subnet: str = ""
+    range_start: str = Field("", alias="rangeStart")
+    range_end: str = Field("", alias="rangeEnd")
+    gateway: str = ""
+
+
+class IPAMConf(netconf.IPAM):
+    ranges: list[list[RangeConf]] = Field(default_factory=list)
+    routes: list[_conf.RouteConf] = Field(default_factory=list)
+    data_dir: str = Field("", alias="dataDir")
+    resolv_conf: str = Field("", alias="resolvConf")
+    # the single range of old configs, still accepted at the top level
+    subnet: str = ""
+    range_start: str = Field("", alias="rangeStart")
+    range_end: str = Field("", alias="rangeEnd")
+    gateway: str = ""
+
+
+class RuntimeConfig(netconf.Model):
+    ips: list[str] = Field(default_factory=list)
+    ip_ranges: list[list[RangeConf]] = Field(default_factory=list, alias="ipRanges")
+
+
+class Conf(netconf.NetConf):
+    ipam: IPAMConf = Field(default_factory=IPAMConf)
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
+    args: _conf.Args = Field(default_factory=_conf.Args)
+
+
+Wanted = tuple[int, int, str]     # (family, address, where the request came from)
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    if "ipam" not in conf.model_fields_set:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: ipam: missing (host-local "
+                       "reads its ranges from the ipam section)")
+    return conf
+
+
+def data_dir(conf: Conf) -> str:
+    return conf.ipam.data_dir or DEFAULT_DATA_DIR
+
+
+def range_sets(conf: Conf) -> list[RangeSet]:
+    """The sets to allocate from, in Go's order: runtimeConfig.ipRanges, then the legacy
+    top-level range, then ipam.ranges. Index n is the n of last_reserved_ip.n."""
+    raw: list[tuple[str, list[RangeConf]]] = []
+    raw += [(f"runtimeConfig.ipRanges[{i}]", s) for i, s in enumerate(conf.runtime_config.ip_ranges)]
+    if conf.ipam.subnet:
+        ipam = conf.ipam
+        raw.append(("ipam", [RangeConf(subnet=ipam.subnet, rangeStart=ipam.range_start,
+                                       rangeEnd=ipam.range_end, gateway=ipam.gateway)]))
+    raw += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(conf.ipam.ranges)]
+    if not raw:
+        raise _ranges.invalid("ipam.ranges", "no IP ranges specified")
+    sets = []
+    for where, items in raw:
+        legacy = where == "ipam"
+        sets.append(RangeSet([
+            _ranges.parse_range(r.subnet, r.range_start, r.range_end, r.gateway,
+                                where if legacy else f"{where}[{j}]")
+            for j, r in enumerate(items)], where))
+    _ranges.check_disjoint(sets)
+    _conf.check_per_family(conf.cni_version, [s.version for s in sets], "ipam.ranges")
+    return sets
+
+
+def requested_ips(args: CmdArgs, conf: Conf) -> list[Wanted]:
+    """Addresses asked for by CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips (either a
+    bare address or CIDR; the prefix is the range's). Duplicates count once."""
+    out: list[Wanted] = []
+    ip = netconf.parse_cni_args(args.args, ("IP",)).get("IP", "")
+    if ip:
+        try:
+            out.append((*_ranges.parse_ip(ip), "CNI_ARGS IP"))
+        except ValueError as e:
+            raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: IP: {e}") from None
+    for where, items in (("args.cni.ips", conf.args.cni.ips),
+                         ("runtimeConfig.ips", conf.runtime_config.ips)):
+        for i, text in enumerate(items):
+            try:
+                out.append((*_ranges.parse_ip_or_cidr(text), f"{where}[{i}]"))
+            except ValueError as e:
+                raise _ranges.invalid(f"{where}[{i}]", str(e)) from None
+    seen: set[tuple[int, int]] = set()
+    return [w for w in out if not ((w[0], w[1]) in seen or seen.add((w[0], w[1])))]
+
+
+def _request_error(where: str, msg: str) -> CNIError:
+    if where == "CNI_ARGS IP":
+        return CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: IP: {msg}")
+    return _ranges.invalid(where, msg)
+
+
+def match_requests(sets: list[RangeSet], wanted: list[Wanted]) -> list[Wanted | None]:
+    """Give each set the first requested address it contains; every request must land."""
+    per_set: list[Wanted | None] = []
+    left = list(wanted)
+    for rs in sets:
+        hit = next((w for w in left if rs.contains(w[0], w[1])), None)
+        if hit is not None:
+            left.remove(hit)
+            r = rs.locate(hit[0], hit[1])
+            if r is not None and hit[1] == r.gateway:
+                raise _request_error(hit[2], f"{fmt(hit[0], hit[1])} is the gateway of {r.where}")
+        per_set.append(hit)
+    for fam, ip, where in left:
+        owner = next((i for i, rs in enumerate(sets) if rs.contains(fam, ip)), None)
+        if owner is not None:
+            taken = per_set[owner]
+            assert taken is not None
+            raise _request_error(where, f"{fmt(fam, ip)} and {fmt(taken[0], taken[1])} are "
+                                 f"both in {sets[owner].where}: one address per range set")
+        raise _request_error(where, f"{fmt(fam, ip)} is not in any range ("
+                             + "; ".join(str(rs) for rs in sets) + ")")
+    return per_set
+
+
+def parse_resolv_conf(path: str) -> DNS:
+    """nameserver / domain / search / options lines of a resolv.conf (Go's reading)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise CNIError(Code.IO_FAILURE, f"failed to read ipam.resolvConf {path!r}: "
+                       f"{e.strerror or e}") from e
+    dns = DNS()
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2 or fields[0][0] in "#;":
+            continue
+        key, values = fields[0], fields[1:]
+        if key == "nameserver":
+            dns.nameservers.append(values[0])
+        elif key == "domain":
+            dns.domain = values[0]
+        elif key == "search":
+            dns.search += values
+        elif key == "options":
+            dns.options += values
+    return dns
+
+
+def _in_set(rs: RangeSet, held: list[Reservation]) -> list[Reservation]:
+    return [r for r in held if rs.free(r.family, r.ip)]
+
+
+def allocate(store: Store, held: list[Reservation], index: int, rs: RangeSet,
+             wanted: Wanted | None, owner: Owner) -> IPConfig:
+    """Reserve one address of `rs` for `owner`: the requested one, or the next free one
+    after the last reserved (round robin)."""
+    if wanted is not None:
+        fam, ip, where = wanted
+        r = rs.locate(fam, ip)
+        assert r is not None
+        name = fmt(fam, ip)
+        if not store.reserve(name, owner):
+            raise CNIError(Code.INTERNAL, f"failed to allocate requested address {name} "
+                           f"({where}): already reserved in {rs.where}")
+        store.set_last_reserved(index, name)
+        return IPConfig(address=r.cidr(ip), gateway=fmt(r.version, r.gateway))
+
+    mine = [r for r in _in_set(rs, held) if r.owner.held_by(owner.container_id, owner.ifname or "")
+            or r.owner.legacy_of(owner.container_id)]
+    if mine:
+        raise CNIError(Code.INTERNAL, f"failed to allocate from {rs.where}: {mine[0].name} is "
+                       f"already allocated to container {owner.container_id!r} ifname "
+                       f"{owner.ifname!r} (duplicate allocation is not allowed)")
+    taken = {(r.family, r.ip) for r in held}
+    if len(_in_set(rs, held)) < rs.size():
+        after = None
+        try:
+            after = _ranges.parse_ip(store.last_reserved(index))
+        except ValueError:
+            pass
+        for r, ip in rs.walk(after):
+            if (r.version, ip) in taken:
+                continue
+            name = fmt(r.version, ip)
+            if store.reserve(name, owner):
+                store.set_last_reserved(index, name)
+                return IPConfig(address=r.cidr(ip), gateway=fmt(r.version, r.gateway))
+    raise CNIError(Code.INTERNAL, f"failed to allocate from {rs.where}: no free address left "
+                   f"in range set {rs}")
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = load_conf(args)
+    sets = range_sets(conf)
+    per_set = match_requests(sets, requested_ips(args, conf))
+    dns = parse_resolv_conf(conf.ipam.resolv_conf) if conf.ipam.resolv_conf else DNS()
+    routes = [r.to_result() for r in conf.ipam.routes]
+
+    owner = Owner(args.container_id, args.ifname)
+    with Store.open(data_dir(conf), conf.name) as store:
+        assert store is not None
+        held = store.scan()
+        ips: list[IPConfig] = []
+        try:
+            for index, rs in enumerate(sets):
+                ips.append(allocate(store, held, index, rs, per_set[index], owner))
+        except BaseException:
+            for ip in ips:      # only what this request reserved: an earlier ADD's stay
+                store.release(ip.address.partition("/")[0])
+            raise
+    return Result(ips=ips, routes=routes, dns=dns)
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    with Store.open(data_dir(conf), conf.name, create=False) as store:
+        if store is None:
+            return
+        held = store.scan()
+        mine = [r for r in held if r.owner.held_by(args.container_id, args.ifname)]
+        if not mine:    # files written before ifnames were recorded
+            mine = [r for r in held if r.owner.legacy_of(args.container_id)]
+        errors = ErrorList()
+        for r in mine:
+            with errors.collect():
+                store.release(r.name)
+        errors.raise_if_any()
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    sets = range_sets(conf)
+    with Store.open(data_dir(conf), conf.name, create=False) as store:
+        held = store.scan() if store is not None else []
+    mine = [r for r in held if r.owner.held_by(args.container_id, args.ifname)
+            or r.owner.legacy_of(args.container_id)]
+    if not mine:
+        raise CNIError(Code.UNKNOWN_CONTAINER, f"failed to find an address of container "
+                       f"{args.container_id!r} ifname {args.ifname!r} in network {conf.name!r}")
+    for rs in sets:
+        if not _in_set(rs, mine):
+            raise CNIError(Code.INTERNAL, f"failed to find an address of container "
+                           f"{args.container_id!r} ifname {args.ifname!r} in {rs.where} ({rs})")
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """Release what the runtime no longer knows. Without cni.dev/valid-attachments in the
+    config nothing is released (an absent list is not an empty one)."""
+    conf = load_conf(args)
+    if "cni.dev/valid-attachments" not in args.conf:
+        return
+    valid = args.valid_attachments()
+    valid_ids = {cid for cid, _ in valid}
+    with Store.open(data_dir(conf), conf.name, create=False) as store:
+        if store is None:
+            return
+        errors = ErrorList()
+        for r in store.scan():
+            o = r.owner
+            keep = (o.container_id in valid_ids if o.ifname is None
+                    else (o.container_id, o.ifname) in valid)
+            if not keep:
+                with errors.collect():
+                    store.release(r.name)
+        errors.raise_if_any()
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    sets = range_sets(conf)
+    root = data_dir(conf)
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise CNIError(Code.PLUGIN_NOT_AVAILABLE,
+                       f"failed to use ipam.dataDir {root!r}: not a directory")
+    with Store.open(root, conf.name, create=False) as store:
+        held = store.scan() if store is not None else []
+    for rs in sets:
+        if len(_in_set(rs, held)) >= rs.size():
+            raise CNIError(Code.PLUGIN_NOT_AVAILABLE, f"failed to find a free address in "
+                           f"{rs.where}: range set {rs} is exhausted")
