@@ -51,12 +51,13 @@ NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN, NFT_MSG_DELCHAIN = 3, 4, 5
 NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 6, 7, 8
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x4, 0x10
 NLM_F_DUMP = 0x300
 NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
 NLM_F_ACK_TLVS, NLM_F_CAPPED = 0x200, 0x100
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 _HDR = struct.Struct("=IHHII")
+_DUMP_ATTEMPTS = 20
 
 FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 _FAMILY_NAMES = {v: k for k, v in FAMILIES.items()}
@@ -374,6 +375,16 @@ class Batch:
         return self._add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family,
                          f"add rule to {table} {chain}", attrs)
 
+    def insert_rule(self, family: str, table: str, chain: str, exprs: list[dict[str, Any]], *,
+                    comment: str | bytes | None = None) -> "Batch":
+        """Put a rule at the head of the chain."""
+        attrs: list = [("NFTA_RULE_TABLE", table), ("NFTA_RULE_CHAIN", chain),
+                       ("NFTA_RULE_EXPRESSIONS", exprs)]
+        if comment is not None:
+            attrs.append(("NFTA_RULE_USERDATA", udata_comment(comment)))
+        return self._add(NFT_MSG_NEWRULE, NLM_F_CREATE, family,
+                         f"insert rule into {table} {chain}", attrs)
+
     def delete_rule(self, family: str, table: str, chain: str, handle: int) -> "Batch":
         attrs = [("NFTA_RULE_TABLE", table), ("NFTA_RULE_CHAIN", chain),
                  ("NFTA_RULE_HANDLE", handle)]
@@ -466,7 +477,20 @@ class NFT:
 
     def _get(self, kind: int, family: int, attrs: list, dump: bool) -> list[tuple[int, int]]:
         """One GET request: (offset, end) of each reply in self._buf ([] when the object
-        is missing); the replies of a dump may span several reads, hence the buffer."""
+        is missing); the replies of a dump may span several reads, hence the buffer.
+
+        A dump that spans several reads while another process commits can skip or repeat
+        rules (the kernel resumes it by position); the kernel flags it NLM_F_DUMP_INTR and
+        it is taken again.
+        """
+        for _ in range(_DUMP_ATTEMPTS):
+            replies, interrupted = self._get_once(kind, family, attrs, dump)
+            if not interrupted:
+                return replies
+        raise OSError(_errno.EAGAIN, "nftables ruleset kept changing during a listing")
+
+    def _get_once(self, kind: int, family: int, attrs: list,
+                  dump: bool) -> tuple[list[tuple[int, int]], bool]:
         seq = self._next_seq()
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         cls = self._classes[kind - 1]                   # GET* = NEW* + 1
@@ -475,19 +499,21 @@ class NFT:
         chunks: list[bytes] = []
         replies: list[tuple[int, int]] = []
         base = 0
+        interrupted = False
         while True:
             data = self._recv()
             for off, end, mtype, mflags, mseq in self._messages(data):
                 if mseq != seq:
                     continue
+                interrupted |= bool(mflags & NLM_F_DUMP_INTR)
                 if mtype == NLMSG_DONE:
                     self._buf = b"".join(chunks + [data])
-                    return replies
+                    return replies, interrupted
                 if mtype == NLMSG_ERROR:
                     err, text = self._error(data, off, end, mflags)
                     self._buf = b"".join(chunks + [data])
                     if err in (0, _errno.ENOENT):
-                        return replies
+                        return replies, interrupted
                     raise OSError(err, os.strerror(err) + (f" ({text})" if text else ""))
                 replies.append((base + off, base + end))
             chunks.append(data)
