@@ -171,7 +171,8 @@ def inside(netns_name: str) -> Iterator[None]:
 
 @dataclass
 class Outcome:
-    seconds: float
+    seconds: float                  # wall, spawn to reap
+    cpu: float                      # user+sys of the child and the children it waited for
     status: int
     stdout: bytes
     stderr: bytes
@@ -197,12 +198,13 @@ def spawn(path: str, env: dict[str, str], stdin: bytes, stderr_file: int) -> Out
     chunks = []
     while chunk := os.read(out_r, 65536):
         chunks.append(chunk)
-    _, wstatus = os.waitpid(pid, 0)
+    _, wstatus, usage = os.wait4(pid, 0)
     elapsed = time.perf_counter() - t0
     os.close(out_r)
     os.lseek(stderr_file, 0, os.SEEK_SET)
     err = os.read(stderr_file, 4096)
-    return Outcome(elapsed, os.waitstatus_to_exitcode(wstatus), b"".join(chunks), err)
+    return Outcome(elapsed, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(wstatus),
+                   b"".join(chunks), err)
 
 
 def base_env() -> dict[str, str]:
@@ -228,7 +230,8 @@ def check(case: Case, verb: str, out: Outcome) -> str:
     return problem
 
 
-def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file: int
+def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file: int,
+                  metric: str = "wall"
                   ) -> tuple[dict[str, float], list[tuple[tuple[str, str], str]]]:
     """Setup, timed verbs, teardown for one implementation; (seconds per verb, problems)."""
     ctx = Ctx(impl=impl, cni_path=cni_path, tmp=tempfile.mkdtemp(prefix="cni-bench-"),
@@ -265,7 +268,7 @@ def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file
             env["CNI_COMMAND"] = verb
             with inside(ctx.host_netns):
                 out = spawn(plugin, env, stdin, stderr_file)
-            times[verb] = out.seconds
+            times[verb] = out.cpu if metric == "cpu" else out.seconds
             if problem := check(case, verb, out):
                 problems.append(((impl, verb), problem))
     finally:
@@ -330,6 +333,9 @@ def main() -> int:
     ap.add_argument("--only", metavar="NAME[,NAME]",
                     help="cases whose name contains one of these (case-insensitive)")
     ap.add_argument("--go-dir", default=GO_DIR, help=f"the Go plugins ({GO_DIR})")
+    ap.add_argument("--metric", choices=("wall", "cpu"), default="wall",
+                    help="wall: spawn to reap (default); cpu: the plugin's user+sys time, "
+                         "steadier on a loaded machine")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     opts = ap.parse_args()
 
@@ -380,7 +386,7 @@ def main() -> int:
         print(f"ours: {label} = {b}")
     print(f"go:   {opts.go_dir}")
     print(f"{opts.runs} timed runs per case after {WARMUP} warm-up, implementations alternating "
-          f"(order flipped every run); ms; ratio = ours median / go median")
+          f"(order flipped every run); {opts.metric} ms; ratio = ours median / go median")
     if skipped:
         print(f"skipped (need root): {', '.join(skipped)}")
 
@@ -401,7 +407,8 @@ def main() -> int:
             for i in range(WARMUP + opts.runs):
                 order = present if i % 2 == 0 else present[::-1]
                 for lbl, d in order:
-                    times, probs = run_iteration(case, lbl, d, opts.go_dir, stderr_file)
+                    times, probs = run_iteration(case, lbl, d, opts.go_dir, stderr_file,
+                                                  opts.metric)
                     for key, text in probs:
                         problems.setdefault(key, text)
                     if i >= WARMUP:
