@@ -1,24 +1,104 @@
-"""Config pieces both IPAM plugins share: routes, requested addresses, the 0.2.0 limit.
+"""Reading an IPAM plugin's config without pydantic, and the pieces both plugins share.
 
-    routes = [r.to_result() for r in conf.ipam.routes]      # RouteConf, checked on load
-    ips = requested_ips(args, conf)                         # [(family, int, "where")]
-    check_per_family(conf.cni_version, [4, 4], "ipam.ranges")
+An IPAM plugin is exec'd once per pod per verb, and importing pydantic and building the
+models costs ten times the rest of host-local's work, so these configs are read with the
+stdlib, the way Go's encoding/json fills a struct: keys match case-insensitively (an
+exact match wins), unknown keys are ignored, JSON null is the zero value, and a value of
+the wrong type is CNIError 7 naming the field ("ipam.ranges[0][1].subnet").
+
+    ipam = Reader(args.conf, "").obj("ipam")
+    data_dir = ipam.string("dataDir")
+    routes = read_routes(ipam)                  # [types.Route], dst and gw checked
 """
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
-from pydantic_core import PydanticCustomError
+from typing import Any
 
-from .. import netconf, version
+from .. import version
 from ..errors import CNIError, Code
-from ..types import Route
+from ..types import DNS, Route
 from . import _ranges
 
+invalid = _ranges.invalid
 
-def bad(msg: str) -> PydanticCustomError:
-    """A validation error whose text is exactly `msg` (no "Value error, " prefix)."""
-    return PydanticCustomError("value_error", msg)
+
+class Reader:
+    """One JSON object of the config and its place in it (for error messages)."""
+
+    __slots__ = ("data", "where", "_folded")
+
+    def __init__(self, obj: Any, where: str) -> None:
+        if obj is None:
+            obj = {}
+        if not isinstance(obj, dict):
+            raise invalid(where or "config", f"expected an object, got {_show(obj)}")
+        self.data: dict[str, Any] = obj
+        self.where = where
+        self._folded: dict[str, str] | None = None
+
+    def field(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def key(self, key: str) -> str | None:
+        """The key present in the object for `key`: exact, else case-insensitive."""
+        if key in self.data:
+            return key
+        if self._folded is None:
+            self._folded = {}
+            for k in self.data:
+                if isinstance(k, str):
+                    self._folded.setdefault(k.lower(), k)
+        return self._folded.get(key.lower())
+
+    def raw(self, key: str) -> Any:
+        k = self.key(key)
+        return None if k is None else self.data[k]
+
+    def has(self, key: str) -> bool:
+        return self.key(key) is not None
+
+    def string(self, key: str) -> str:
+        v = self.raw(key)
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            raise invalid(self.field(key), f"expected a string, got {_show(v)}")
+        return v
+
+    def integer(self, key: str) -> int | None:
+        v = self.raw(key)
+        if v is None:
+            return None
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise invalid(self.field(key), f"expected an integer, got {_show(v)}")
+        return v
+
+    def array(self, key: str) -> list[Any]:
+        v = self.raw(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise invalid(self.field(key), f"expected a list, got {_show(v)}")
+        return v
+
+    def strings(self, key: str) -> list[str]:
+        items = self.array(key)
+        for i, v in enumerate(items):
+            if not isinstance(v, str):
+                raise invalid(f"{self.field(key)}[{i}]", f"expected a string, got {_show(v)}")
+        return items
+
+    def obj(self, key: str) -> "Reader":
+        return Reader(self.raw(key), self.field(key))
+
+    def objs(self, key: str) -> list["Reader"]:
+        return [Reader(v, f"{self.field(key)}[{i}]") for i, v in enumerate(self.array(key))]
+
+
+def _show(v: Any) -> str:
+    kind = {dict: "an object", list: "a list", bool: "a boolean", str: "a string"}
+    return kind.get(type(v), repr(v))
 
 
 def canonical_cidr(text: str) -> str:
@@ -27,52 +107,71 @@ def canonical_cidr(text: str) -> str:
     return f"{_ranges.fmt(*_ranges.parse_ip(addr))}/{prefix}"
 
 
-class RouteConf(netconf.Model):
-    dst: str
-    gw: str = ""
-    mtu: int = 0
-    advmss: int = 0
-    priority: int = 0
-    table: int | None = None
-    scope: int | None = None
-
-    @field_validator("dst")
-    @classmethod
-    def _dst(cls, v: str) -> str:
-        try:
-            return canonical_cidr(v)
-        except ValueError as e:
-            raise bad(str(e)) from None
-
-    @field_validator("gw")
-    @classmethod
-    def _gw(cls, v: str) -> str:
-        if not v:
-            return v
-        try:
-            return _ranges.fmt(*_ranges.parse_ip(v))
-        except ValueError as e:
-            raise bad(str(e)) from None
-
-    def to_result(self) -> Route:
-        return Route(dst=self.dst, gw=self.gw, mtu=self.mtu, advmss=self.advmss,
-                     priority=self.priority, table=self.table, scope=self.scope)
+def canonical_ip(text: str) -> str:
+    return _ranges.fmt(*_ranges.parse_ip(text))
 
 
-class CNIArgsIPs(netconf.Model):
-    ips: list[str] = Field(default_factory=list)
+def read_cidr(r: Reader, key: str, required: bool = True) -> str:
+    text = r.string(key)
+    if not text and not required:
+        return ""
+    try:
+        return canonical_cidr(text)
+    except ValueError as e:
+        raise invalid(r.field(key), str(e) if text else "a CIDR address is required") from None
 
 
-class Args(netconf.Model):
-    """`args.cni.ips` (CNI conventions)."""
+def read_ip(r: Reader, key: str) -> str:
+    text = r.string(key)
+    try:
+        return canonical_ip(text) if text else ""
+    except ValueError as e:
+        raise invalid(r.field(key), str(e)) from None
 
-    cni: CNIArgsIPs = Field(default_factory=CNIArgsIPs)
+
+def read_routes(ipam: Reader) -> list[Route]:
+    """ipam.routes: [{dst, gw, mtu, advmss, priority, table, scope}]."""
+    out = []
+    for r in ipam.objs("routes"):
+        out.append(Route(dst=read_cidr(r, "dst"), gw=read_ip(r, "gw"), mtu=r.integer("mtu") or 0,
+                         advmss=r.integer("advmss") or 0, priority=r.integer("priority") or 0,
+                         table=r.integer("table"), scope=r.integer("scope")))
+    return out
+
+
+def read_dns(ipam: Reader) -> DNS:
+    d = ipam.obj("dns")
+    return DNS(nameservers=d.strings("nameservers"), domain=d.string("domain"),
+               search=d.strings("search"), options=d.strings("options"))
+
+
+def cni_args(raw: str, known: tuple[str, ...]) -> dict[str, str]:
+    """CNI_ARGS "K=V;K2=V2" as Go's types.LoadArgs reads it: keys outside `known` are
+    refused (CNIError 4) unless IgnoreUnknown=1|true. (netconf.parse_cni_args does the
+    same; it lives beside pydantic, which this path does not import.)"""
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for pair in raw.split(";"):
+        parts = pair.split("=")
+        if len(parts) != 2 or not parts[0]:
+            raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: invalid pair {pair!r}")
+        out[parts[0]] = parts[1]
+    flag = out.get("IgnoreUnknown", "").lower()
+    if flag not in ("", "0", "1", "true", "false"):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                       f"CNI_ARGS: IgnoreUnknown: invalid boolean {out['IgnoreUnknown']!r}")
+    unknown = [k for k in out if k not in known and k != "IgnoreUnknown"]
+    if unknown and flag not in ("1", "true"):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                       f"CNI_ARGS: unknown key {unknown[0]!r} "
+                       f"(known: {', '.join(known)}; set IgnoreUnknown=1 to allow)")
+    return {k: v for k, v in out.items() if k in known}
 
 
 def check_per_family(cni_version: str, families: list[int], where: str) -> None:
     """Results before 0.3.0 hold one IPv4 and one IPv6 address at most."""
     if not version.at_least(cni_version, "0.3.0") and (
             families.count(4) > 1 or families.count(6) > 1):
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: {where}: cniVersion {cni_version} allows one address "
-                       "per family; more need 0.3.0 or later")
+        raise invalid(where, f"cniVersion {cni_version} allows one address per family; "
+                      "more need 0.3.0 or later")

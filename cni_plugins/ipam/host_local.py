@@ -19,100 +19,92 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from dataclasses import dataclass, field
 
-from .. import netconf
 from ..errors import CNIError, Code, ErrorList
 from ..skel import CmdArgs
-from ..types import DNS, IPConfig, Result
+from ..types import DNS, IPConfig, Result, Route
 from . import _conf, _ranges
+from ._conf import Reader
 from ._ranges import RangeSet, fmt
 from ._store import DEFAULT_DATA_DIR, Owner, Reservation, Store
 
 ABOUT = "host-local IPAM: addresses from configured ranges, recorded on this host"
 
-
-class RangeConf(netconf.Model):
-    subnet: str = ""
-    range_start: str = Field("", alias="rangeStart")
-    range_end: str = Field("", alias="rangeEnd")
-    gateway: str = ""
+RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
 
 
-class IPAMConf(netconf.IPAM):
-    ranges: list[list[RangeConf]] = Field(default_factory=list)
-    routes: list[_conf.RouteConf] = Field(default_factory=list)
-    data_dir: str = Field("", alias="dataDir")
-    resolv_conf: str = Field("", alias="resolvConf")
-    # the single range of old configs, still accepted at the top level
-    subnet: str = ""
-    range_start: str = Field("", alias="rangeStart")
-    range_end: str = Field("", alias="rangeEnd")
-    gateway: str = ""
+@dataclass
+class Conf:
+    """What the verbs need from the config (read by load_conf, checked by range_sets)."""
 
-
-class RuntimeConfig(netconf.Model):
-    ips: list[str] = Field(default_factory=list)
-    ip_ranges: list[list[RangeConf]] = Field(default_factory=list, alias="ipRanges")
-
-
-class Conf(netconf.NetConf):
-    ipam: IPAMConf = Field(default_factory=IPAMConf)
-    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
-    args: _conf.Args = Field(default_factory=_conf.Args)
-
-
-Wanted = tuple[int, int, str]     # (family, address, where the request came from)
+    name: str
+    cni_version: str
+    data_dir: str = DEFAULT_DATA_DIR
+    resolv_conf: str = ""
+    routes: list[Route] = field(default_factory=list)
+    ranges: list[tuple[str, list[Reader]]] = field(default_factory=list)  # (where, ranges)
+    args_ips: list[str] = field(default_factory=list)        # args.cni.ips
+    runtime_ips: list[str] = field(default_factory=list)     # runtimeConfig.ips
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    conf = netconf.load(args, Conf)
-    if "ipam" not in conf.model_fields_set:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: ipam: missing (host-local "
-                       "reads its ranges from the ipam section)")
+    """Read the keys host-local knows, as Go's encoding/json would; CNIError 7 names the
+    field. Range sets come in Go's order: runtimeConfig.ipRanges, then the legacy
+    top-level range, then ipam.ranges (index n is the n of last_reserved_ip.n)."""
+    top = Reader(args.conf, "")
+    if top.raw("ipam") is None:
+        raise _ranges.invalid("ipam", "missing (host-local reads its ranges from it)")
+    ipam = top.obj("ipam")
+    runtime = top.obj("runtimeConfig")
+    conf = Conf(name=top.string("name"), cni_version=args.cni_version,
+                data_dir=ipam.string("dataDir") or DEFAULT_DATA_DIR,
+                resolv_conf=ipam.string("resolvConf"), routes=_conf.read_routes(ipam),
+                args_ips=top.obj("args").obj("cni").strings("ips"),
+                runtime_ips=runtime.strings("ips"))
+    for i, s in enumerate(runtime.array("ipRanges")):
+        conf.ranges.append(_range_set(s, f"runtimeConfig.ipRanges[{i}]"))
+    if ipam.string("subnet"):
+        conf.ranges.append(("ipam", [ipam]))
+    for i, s in enumerate(ipam.array("ranges")):
+        conf.ranges.append(_range_set(s, f"ipam.ranges[{i}]"))
     return conf
 
 
-def data_dir(conf: Conf) -> str:
-    return conf.ipam.data_dir or DEFAULT_DATA_DIR
+def _range_set(raw: object, where: str) -> tuple[str, list[Reader]]:
+    if not isinstance(raw, list):
+        raise _ranges.invalid(where, "expected a list of ranges")
+    return where, [Reader(r, f"{where}[{j}]") for j, r in enumerate(raw)]
 
 
 def range_sets(conf: Conf) -> list[RangeSet]:
-    """The sets to allocate from, in Go's order: runtimeConfig.ipRanges, then the legacy
-    top-level range, then ipam.ranges. Index n is the n of last_reserved_ip.n."""
-    raw: list[tuple[str, list[RangeConf]]] = []
-    raw += [(f"runtimeConfig.ipRanges[{i}]", s) for i, s in enumerate(conf.runtime_config.ip_ranges)]
-    if conf.ipam.subnet:
-        ipam = conf.ipam
-        raw.append(("ipam", [RangeConf(subnet=ipam.subnet, rangeStart=ipam.range_start,
-                                       rangeEnd=ipam.range_end, gateway=ipam.gateway)]))
-    raw += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(conf.ipam.ranges)]
-    if not raw:
+    """Parse, default and check every range; sets must be disjoint."""
+    if not conf.ranges:
         raise _ranges.invalid("ipam.ranges", "no IP ranges specified")
     sets = []
-    for where, items in raw:
-        legacy = where == "ipam"
+    for where, items in conf.ranges:
         sets.append(RangeSet([
-            _ranges.parse_range(r.subnet, r.range_start, r.range_end, r.gateway,
-                                where if legacy else f"{where}[{j}]")
-            for j, r in enumerate(items)], where))
+            _ranges.parse_range(*(r.string(k) for k in RANGE_KEYS), where=r.where)
+            for r in items], where))
     _ranges.check_disjoint(sets)
     _conf.check_per_family(conf.cni_version, [s.version for s in sets], "ipam.ranges")
     return sets
+
+
+Wanted = tuple[int, int, str]     # (family, address, where the request came from)
 
 
 def requested_ips(args: CmdArgs, conf: Conf) -> list[Wanted]:
     """Addresses asked for by CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips (either a
     bare address or CIDR; the prefix is the range's). Duplicates count once."""
     out: list[Wanted] = []
-    ip = netconf.parse_cni_args(args.args, ("IP",)).get("IP", "")
+    ip = _conf.cni_args(args.args, ("IP",)).get("IP", "")
     if ip:
         try:
             out.append((*_ranges.parse_ip(ip), "CNI_ARGS IP"))
         except ValueError as e:
             raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: IP: {e}") from None
-    for where, items in (("args.cni.ips", conf.args.cni.ips),
-                         ("runtimeConfig.ips", conf.runtime_config.ips)):
+    for where, items in (("args.cni.ips", conf.args_ips), ("runtimeConfig.ips", conf.runtime_ips)):
         for i, text in enumerate(items):
             try:
                 out.append((*_ranges.parse_ip_or_cidr(text), f"{where}[{i}]"))
@@ -224,11 +216,10 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     sets = range_sets(conf)
     per_set = match_requests(sets, requested_ips(args, conf))
-    dns = parse_resolv_conf(conf.ipam.resolv_conf) if conf.ipam.resolv_conf else DNS()
-    routes = [r.to_result() for r in conf.ipam.routes]
+    dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else DNS()
 
     owner = Owner(args.container_id, args.ifname)
-    with Store.open(data_dir(conf), conf.name) as store:
+    with Store.open(conf.data_dir, conf.name) as store:
         assert store is not None
         held = store.scan()
         ips: list[IPConfig] = []
@@ -239,12 +230,12 @@ def cmd_add(args: CmdArgs) -> Result:
             for ip in ips:      # only what this request reserved: an earlier ADD's stay
                 store.release(ip.address.partition("/")[0])
             raise
-    return Result(ips=ips, routes=routes, dns=dns)
+    return Result(ips=ips, routes=conf.routes, dns=dns)
 
 
 def cmd_del(args: CmdArgs) -> None:
     conf = load_conf(args)
-    with Store.open(data_dir(conf), conf.name, create=False) as store:
+    with Store.open(conf.data_dir, conf.name, create=False) as store:
         if store is None:
             return
         held = store.scan()
@@ -261,7 +252,7 @@ def cmd_del(args: CmdArgs) -> None:
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
     sets = range_sets(conf)
-    with Store.open(data_dir(conf), conf.name, create=False) as store:
+    with Store.open(conf.data_dir, conf.name, create=False) as store:
         held = store.scan() if store is not None else []
     mine = [r for r in held if r.owner.held_by(args.container_id, args.ifname)
             or r.owner.legacy_of(args.container_id)]
@@ -282,7 +273,7 @@ def cmd_gc(args: CmdArgs) -> None:
         return
     valid = args.valid_attachments()
     valid_ids = {cid for cid, _ in valid}
-    with Store.open(data_dir(conf), conf.name, create=False) as store:
+    with Store.open(conf.data_dir, conf.name, create=False) as store:
         if store is None:
             return
         errors = ErrorList()
@@ -299,7 +290,7 @@ def cmd_gc(args: CmdArgs) -> None:
 def cmd_status(args: CmdArgs) -> None:
     conf = load_conf(args)
     sets = range_sets(conf)
-    root = data_dir(conf)
+    root = conf.data_dir
     if os.path.exists(root) and not os.path.isdir(root):
         raise CNIError(Code.PLUGIN_NOT_AVAILABLE,
                        f"failed to use ipam.dataDir {root!r}: not a directory")

@@ -11,114 +11,81 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field, field_validator
-
-from .. import netconf
 from ..errors import CNIError, Code
 from ..skel import CmdArgs
-from ..types import IPConfig, Result, family
+from ..types import IPConfig, Result
 from . import _conf, _ranges
+from ._conf import Reader
 
 ABOUT = "static IPAM: the addresses named by the config or the runtime"
 
 
-class AddressConf(netconf.Model):
-    address: str
-    gateway: str = ""
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        try:
-            return _conf.canonical_cidr(v)
-        except ValueError as e:
-            raise _conf.bad(str(e) if v else "an address (CIDR) is required") from None
-
-    @field_validator("gateway")
-    @classmethod
-    def _gateway(cls, v: str) -> str:
-        if not v:
-            return v
-        try:
-            return _ranges.fmt(*_ranges.parse_ip(v))
-        except ValueError as e:
-            raise _conf.bad(str(e)) from None
+def load_ipam(args: CmdArgs) -> Reader:
+    ipam = Reader(args.conf, "").raw("ipam")
+    if ipam is None:
+        raise _ranges.invalid("ipam", "missing (static reads its addresses from it)")
+    return Reader(ipam, "ipam")
 
 
-class IPAMConf(netconf.IPAM):
-    addresses: list[AddressConf] = Field(default_factory=list)
-    routes: list[_conf.RouteConf] = Field(default_factory=list)
-    dns: netconf.DNS = Field(default_factory=netconf.DNS)
-
-
-class RuntimeConfig(netconf.Model):
-    ips: list[str] = Field(default_factory=list)
-
-
-class Conf(netconf.NetConf):
-    ipam: IPAMConf = Field(default_factory=IPAMConf)
-    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
-    args: _conf.Args = Field(default_factory=_conf.Args)
-
-
-def load_conf(args: CmdArgs) -> Conf:
-    conf = netconf.load(args, Conf)
-    if "ipam" not in conf.model_fields_set:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: ipam: missing (static reads its addresses from it)")
-    return conf
-
-
-def _cidr(text: str, where: str, code: Code = Code.INVALID_NETWORK_CONFIG) -> str:
-    try:
-        return _conf.canonical_cidr(text)
-    except ValueError as e:
-        msg = f"{where}: {e}"
-        raise CNIError(code, msg if code != Code.INVALID_NETWORK_CONFIG
-                       else f"invalid config: {msg}") from None
+def from_config(ipam: Reader) -> list[IPConfig]:
+    ips = []
+    for a in ipam.objs("addresses"):
+        ip = IPConfig(address=_conf.read_cidr(a, "address"), gateway=_conf.read_ip(a, "gateway"))
+        if ip.gateway and ip.family != (6 if ":" in ip.gateway else 4):
+            raise _ranges.invalid(a.field("gateway"), f"{ip.gateway} is not in the address "
+                                  f"family of {ip.address}")
+        ips.append(ip)
+    return ips
 
 
 def from_cni_args(raw: str) -> list[IPConfig]:
-    kv = netconf.parse_cni_args(raw, ("IP", "GATEWAY"))
-    env = Code.INVALID_ENVIRONMENT_VARIABLES
-    ips = [IPConfig(address=_cidr(item.strip(), "CNI_ARGS: IP", env))
-           for item in kv.get("IP", "").split(",") if item.strip()]
+    """CNI_ARGS IP=cidr[,cidr...];GATEWAY=ip[,ip...]: a gateway goes to those of these
+    addresses whose subnet holds it (not to the config's, as in Go)."""
+    kv = _conf.cni_args(raw, ("IP", "GATEWAY"))
+    ips = []
+    for item in kv.get("IP", "").split(","):
+        if item.strip():
+            try:
+                ips.append(IPConfig(address=_conf.canonical_cidr(item.strip())))
+            except ValueError as e:
+                raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: IP: {e}") from None
     for item in kv.get("GATEWAY", "").split(","):
         if not item.strip():
             continue
         try:
-            fam, gw = _ranges.parse_ip(item.strip())
+            gw = ipaddress.ip_address(_conf.canonical_ip(item.strip()))
         except ValueError as e:
-            raise CNIError(env, f"CNI_ARGS: GATEWAY: {e}") from None
+            raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: GATEWAY: {e}") from None
         for ip in ips:
             net = ipaddress.ip_interface(ip.address).network
-            if net.version == fam and int(net.network_address) <= gw <= int(net.broadcast_address):
-                ip.gateway = _ranges.fmt(fam, gw)
+            if net.version == gw.version and gw in net:
+                ip.gateway = str(gw)
     return ips
 
 
-def addresses(args: CmdArgs, conf: Conf) -> list[IPConfig]:
-    """What ADD returns, before any check on the count per family."""
-    for where, items in (("runtimeConfig.ips", conf.runtime_config.ips),
-                         ("args.cni.ips", conf.args.cni.ips)):
+def addresses(args: CmdArgs, ipam: Reader) -> list[IPConfig]:
+    """What ADD returns: runtimeConfig.ips, else args.cni.ips, else ipam.addresses and
+    then CNI_ARGS IP= (the Go plugin's precedence)."""
+    top = Reader(args.conf, "")
+    config = from_config(ipam)      # checked even when overridden: a bad config is bad
+    for r, key in ((top.obj("runtimeConfig"), "ips"), (top.obj("args").obj("cni"), "ips")):
+        items = r.strings(key)
         if items:
-            return [IPConfig(address=_cidr(text, f"{where}[{i}]"))
-                    for i, text in enumerate(items)]
-    ips = []
-    for i, a in enumerate(conf.ipam.addresses):
-        if a.gateway and family(a.gateway) != family(a.address):
-            raise _ranges.invalid(f"ipam.addresses[{i}].gateway",
-                                  f"{a.gateway} is not in the family of {a.address}")
-        ips.append(IPConfig(address=a.address, gateway=a.gateway))
-    return ips + from_cni_args(args.args)
+            out = []
+            for i, text in enumerate(items):
+                try:
+                    out.append(IPConfig(address=_conf.canonical_cidr(text)))
+                except ValueError as e:
+                    raise _ranges.invalid(f"{r.field(key)}[{i}]", str(e)) from None
+            return out
+    return config + from_cni_args(args.args)
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    conf = load_conf(args)
-    ips = addresses(args, conf)
-    _conf.check_per_family(conf.cni_version, [ip.family for ip in ips], "ipam.addresses")
-    return Result(ips=ips, routes=[r.to_result() for r in conf.ipam.routes],
-                  dns=conf.ipam.dns.to_result())
+    ipam = load_ipam(args)
+    ips = addresses(args, ipam)
+    _conf.check_per_family(args.cni_version, [ip.family for ip in ips], "ipam.addresses")
+    return Result(ips=ips, routes=_conf.read_routes(ipam), dns=_conf.read_dns(ipam))
 
 
 def _canonical(text: str) -> str:
@@ -131,13 +98,13 @@ def _canonical(text: str) -> str:
 
 
 def cmd_check(args: CmdArgs) -> None:
-    conf = load_conf(args)
+    ipam = load_ipam(args)
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid config: prevResult: required for CHECK")
     have = {_canonical(ip.address): _canonical(ip.gateway) for ip in prev.ips}
-    for ip in addresses(args, conf):
+    for ip in addresses(args, ipam):
         if ip.address not in have:
             raise CNIError(Code.INTERNAL, f"failed to find address {ip.address} of "
                            f"{args.ifname!r} in prevResult")
