@@ -17,7 +17,7 @@ from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
 from ..net.iface import configure_iface
-from ..net.netlink import Netlink
+from ..net.netlink import RT_SCOPE_HOST, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -64,7 +64,7 @@ def setup_host_veth(host: Netlink, name: str, result: Result) -> None:
             host.addr_add(hv.index, f"{ip.gateway}/{bits}", nodad=True)
         addr = ipaddress.ip_interface(ip.address).ip
         try:
-            host.route_add(f"{addr}/{bits}", oif=hv.index)
+            host.route_add(f"{addr}/{bits}", oif=hv.index, scope=RT_SCOPE_HOST)
         except OSError as e:
             if e.errno != 17:
                 with kernel_errors("add route on host"):
