@@ -227,8 +227,9 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     mac = requested_mac(conf, args)
     l3 = bool(conf.ipam.type)
-    with ExitStack() as undo, NetNS.open(args.netns) as ctr_ns, NetNS.current() as host_ns, \
-            Netlink() as host:
+    # `undo` is entered last so that it unwinds first, while the host socket is still open
+    with NetNS.open(args.netns) as ctr_ns, NetNS.current() as host_ns, Netlink() as host, \
+            ExitStack() as undo:
         with ctr_ns.enter():
             ctr = Netlink()
         undo.callback(ctr.close)
