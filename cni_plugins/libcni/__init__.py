@@ -199,12 +199,12 @@ class CNIConfig:
                    cni_version: str) -> None:
         from ..types import convert
 
-        a = _cache.Attachment(container_id=rt.container_id, network=net.name, ifname=rt.ifname,
-                              config=net.bytes, netns=rt.netns, cni_args=list(rt.args),
-                              capability_args=dict(rt.capability_args),
-                              result=convert.dump(result, cni_version))
         try:
-            self.cache.write(a)
+            self.cache.write(_cache.Attachment(
+                container_id=rt.container_id, network=net.name, ifname=rt.ifname,
+                config=net.bytes, netns=rt.netns, cni_args=list(rt.args),
+                capability_args=dict(rt.capability_args),
+                result=convert.dump(result, cni_version)))
         except CNIError as e:
             raise CNIError(e.code, f"failed to set network {net.name!r} cached result: {e.msg}",
                            e.details) from e
