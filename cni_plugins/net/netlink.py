@@ -44,6 +44,11 @@ RTPROT_BOOT = 3                 # what iproute2 and the Go plugins use (pyroute2
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
 RTN_UNICAST = 1
 SOL_NETLINK, NETLINK_EXT_ACK = 270, 11
+RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
+RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 44, 45, 46
+TC_H_ROOT, TC_H_INGRESS = 0xFFFFFFFF, 0xFFFFFFF1
+ETH_P_ALL = 0x0003
+MIRRED_EGRESS_REDIRECT = 1      # TCA_EGRESS_REDIR
 _HDR = struct.Struct("=IHHII")
 
 
@@ -436,6 +441,69 @@ class Netlink:
                          dst_len=dst_len, table=table if table < 256 else 252, proto=proto,
                          scope=scope, type=RTN_UNICAST, attrs=attrs)
 
+    # -- traffic control (tc; codecs loaded on first use, see tc_msg_class) ----------
+
+    def _tc(self, **fields: Any) -> Any:
+        cls = tc_msg_class()
+        for t in (RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER):
+            self._classes.setdefault(t, cls)
+        msg = cls()
+        for key, value in fields.items():
+            msg[key] = value
+        return msg
+
+    def qdiscs(self, index: int | None = None) -> list[Qdisc]:
+        """Every qdisc of the netns, or of link `index`."""
+        out = [_qdisc(m) for m in self.request(self._tc(), RTM_GETQDISC, dump=True)]
+        return [q for q in out if index is None or q.index == index]
+
+    def qdisc_add_tbf(self, index: int, *, rate: int, buffer: int, limit: int,
+                      handle: int = 0x10000, parent: int = TC_H_ROOT) -> None:
+        """tbf: `rate` bytes/s, `buffer` psched ticks, `limit` bytes (EEXIST when the
+        link already has a qdisc there)."""
+        parms = {"rate": min(rate, 0xFFFFFFFF), "buffer": buffer, "limit": limit, "mtu": 0}
+        opts: list = [("TCA_TBF_PARMS", parms), ("TCA_TBF_RTAB", True)]
+        if rate > 0xFFFFFFFF:
+            opts.append(("TCA_TBF_RATE64", rate))
+        msg = self._tc(index=index, handle=handle, parent=parent,
+                       attrs=[("TCA_KIND", "tbf"), ("TCA_OPTIONS", {"attrs": opts})])
+        self.request(msg, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL)
+
+    def qdisc_add_ingress(self, index: int) -> None:
+        """The ingress qdisc ("ffff:") that filters on packets the link receives."""
+        msg = self._tc(index=index, handle=tc_handle(0xFFFF), parent=TC_H_INGRESS,
+                       attrs=[("TCA_KIND", "ingress")])
+        self.request(msg, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL)
+
+    def qdisc_del(self, index: int, *, parent: int = TC_H_ROOT, handle: int = 0) -> bool:
+        """Delete the qdisc at `parent`; False when there is none (or no link)."""
+        try:
+            self.request(self._tc(index=index, parent=parent, handle=handle), RTM_DELQDISC)
+        except OSError as e:
+            if e.errno in (2, 19, 22):      # ENOENT, ENODEV, EINVAL: none but the default
+                return False
+            raise
+        return True
+
+    def filters(self, index: int, parent: int) -> list[Filter]:
+        """The filters of link `index` attached under `parent` (e.g. tc_handle(0xffff))."""
+        msg = self._tc(index=index, parent=parent)
+        return [_filter(m) for m in self.request(msg, RTM_GETTFILTER, dump=True)]
+
+    def filter_add_u32_redirect(self, index: int, *, parent: int, target: int,
+                                prio: int = 1, classid: int = 0x10001,
+                                protocol: int = ETH_P_ALL) -> None:
+        """A u32 match-all filter on `parent` whose action is mirred egress redirect to
+        link `target` (tc filter … u32 match u32 0 0 action mirred egress redirect)."""
+        u32 = _tc_codec("cls_u32")
+        opts = u32.get_parameters({
+            "target": classid, "keys": ["0x0/0x0+0"],
+            "action": [{"kind": "mirred", "direction": "egress", "action": "redirect",
+                        "ifindex": target}]})
+        msg = self._tc(index=index, parent=parent, info=(prio << 16) | socket.htons(protocol),
+                       attrs=[("TCA_KIND", "u32"), ("TCA_OPTIONS", opts)])
+        self.request(msg, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL)
+
     # -- lifetime --------------------------------------------------------------------
 
     def close(self) -> None:
@@ -446,3 +514,122 @@ class Netlink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- traffic control ---------------------------------------------------------------------
+#
+# Added for bandwidth; loaded on a tc method's first use, so plugins without tc pay nothing.
+# pyroute2's tcmsg package __init__ imports every qdisc, filter and action codec it has
+# (≈25 ms here); it is registered as a bare namespace like the top package, and only the
+# tbf, u32 and mirred codecs are loaded (≈5 ms). The tcmsg header below is therefore ours.
+
+_TC_CODECS = ("sched_tbf", "cls_u32", "act_mirred")
+_tcmsg: Any = None
+
+
+def tc_handle(major: int, minor: int = 0) -> int:
+    """"1:" is tc_handle(1), "ffff:" tc_handle(0xffff), "1:1" tc_handle(1, 1)."""
+    return (major << 16) | minor
+
+
+def _tc_codec(name: str) -> Any:
+    pkg = "pyroute2.netlink.rtnl.tcmsg"
+    if pkg not in sys.modules:
+        _pyroute2_module("netlink.rtnl")
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or spec.submodule_search_locations is None:
+            raise ImportError(f"{pkg} is not installed")
+        bare = types.ModuleType(pkg)
+        bare.__path__ = list(spec.submodule_search_locations)
+        bare.__spec__ = spec
+        sys.modules[pkg] = bare
+    return importlib.import_module(f"{pkg}.{name}")
+
+
+def tc_msg_class() -> Any:
+    """The tcmsg class for qdisc and filter requests and replies (built on first use)."""
+    global _tcmsg
+    if _tcmsg is not None:
+        return _tcmsg
+    nl = _pyroute2_module("netlink")
+    tbf, u32, _ = (_tc_codec(n) for n in _TC_CODECS)     # u32 finds mirred by kind
+
+    class tbf_options(tbf.options):                     # + the 64-bit rate (≥ 34 Gbit/s)
+        nla_map = tuple(tbf.options.nla_map) + (
+            ("TCA_TBF_RATE64", "uint64"), ("TCA_TBF_PRATE64", "uint64"),
+            ("TCA_TBF_BURST", "uint32"), ("TCA_TBF_PBURST", "uint32"), ("TCA_TBF_PAD", "hex"))
+
+    options = {"tbf": tbf_options, "u32": u32.options}
+
+    class tcmsg(nl.nlmsg):
+        prefix = "TCA_"
+        fields = (("family", "B"), ("pad1", "B"), ("pad2", "H"), ("index", "i"),
+                  ("handle", "I"), ("parent", "I"), ("info", "I"))
+        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"),
+                   ("TCA_OPTIONS", "get_options"), ("TCA_STATS", "hex"),
+                   ("TCA_XSTATS", "hex"), ("TCA_RATE", "hex"), ("TCA_FCNT", "hex"),
+                   ("TCA_STATS2", "hex"), ("TCA_STAB", "hex"), ("TCA_PAD", "hex"),
+                   ("TCA_DUMP_INVISIBLE", "flag"), ("TCA_CHAIN", "uint32"))
+
+        @staticmethod
+        def get_options(self: Any, *argv: Any, **kwarg: Any) -> Any:
+            return options.get(self.get_attr("TCA_KIND"), nl.nla.hex)
+
+    _tcmsg = tcmsg
+    return tcmsg
+
+
+@dataclass
+class Qdisc:
+    index: int
+    kind: str
+    handle: int
+    parent: int
+    rate: int = 0               # tbf: bytes per second
+    buffer: int = 0             # tbf: the bucket, in psched ticks
+    limit: int = 0              # tbf: queue bytes
+
+    @property
+    def root(self) -> bool:
+        return self.parent == TC_H_ROOT
+
+
+@dataclass
+class Filter:
+    index: int
+    kind: str
+    parent: int
+    prio: int
+    protocol: int               # host order: ETH_P_ALL = 3
+    handle: int
+    classid: int = 0
+    redirects: tuple[int, ...] = ()     # mirred egress redirect targets (ifindexes)
+
+
+def _qdisc(msg: Any) -> Qdisc:
+    q = Qdisc(index=msg["index"], kind=msg.get_attr("TCA_KIND") or "",
+              handle=msg["handle"], parent=msg["parent"])
+    opts = msg.get_attr("TCA_OPTIONS")
+    if q.kind == "tbf" and opts is not None:
+        parms = opts.get_attr("TCA_TBF_PARMS")
+        if parms is not None:
+            q.rate = opts.get_attr("TCA_TBF_RATE64") or parms["rate"]
+            q.buffer, q.limit = parms["buffer"], parms["limit"]
+    return q
+
+
+def _filter(msg: Any) -> Filter:
+    info = msg["info"]
+    f = Filter(index=msg["index"], kind=msg.get_attr("TCA_KIND") or "", parent=msg["parent"],
+               prio=info >> 16, protocol=socket.ntohs(info & 0xFFFF), handle=msg["handle"])
+    opts = msg.get_attr("TCA_OPTIONS")
+    if f.kind == "u32" and opts is not None:
+        f.classid = opts.get_attr("TCA_U32_CLASSID") or 0
+        acts = opts.get_attr("TCA_U32_ACT")
+        for _, act in (acts["attrs"] if acts is not None else []):
+            if act.get_attr("TCA_ACT_KIND") != "mirred":
+                continue
+            parms = act.get_nested("TCA_ACT_OPTIONS", "TCA_MIRRED_PARMS")
+            if parms is not None and parms["eaction"] == MIRRED_EGRESS_REDIRECT:
+                f.redirects += (parms["ifindex"],)
+    return f
