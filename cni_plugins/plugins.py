@@ -8,6 +8,7 @@ from typing import Any
 from . import version
 
 REGISTRY: dict[str, str] = {
+    "bandwidth": "cni_plugins.meta.bandwidth",
     "bridge": "cni_plugins.main.bridge",
     "loopback": "cni_plugins.main.loopback",
     "macvlan": "cni_plugins.main.macvlan",
@@ -18,8 +19,10 @@ REGISTRY: dict[str, str] = {
     "tuning": "cni_plugins.meta.tuning",
 }
 
-# Plugins that speak fewer versions than version.ALL (none yet); read without importing them.
-SUPPORTED: dict[str, tuple[str, ...]] = {}
+# Plugins that speak fewer versions than version.ALL; read without importing them.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "bandwidth": tuple(v for v in version.ALL if version.at_least(v, "0.3.0")),   # as Go's
+}
 
 
 def names() -> list[str]:
