@@ -68,7 +68,8 @@ class CNIError(Exception):
 
 
 # errno -> code; everything else a kernel says is INTERNAL, with the errno in details.
-_TRANSIENT = {_errno.EAGAIN, _errno.EBUSY, _errno.EINTR, _errno.ENOBUFS, _errno.ENOMEM}
+_TRANSIENT = {_errno.EAGAIN, _errno.EBUSY, _errno.EINTR, _errno.ENOBUFS, _errno.ENOMEM,
+              _errno.ETIMEDOUT}
 _IO = {_errno.EPERM, _errno.EACCES, _errno.EROFS, _errno.EIO}
 
 
