@@ -107,6 +107,29 @@ CASES: list[Case] = [
 ]
 
 
+# bandwidth chained after a veth pair made in setup (untimed): ingress and egress limits, so
+# ADD makes the tbf, the ifb, the ingress qdisc and the redirect; DEL removes the ifb.
+def _bandwidth_setup(ctx: Ctx) -> None:
+    subprocess.run(["ip", "link", "add", "bwveth0", "type", "veth", "peer", "name", "eth0",
+                    "netns", ctx.netns], check=True, capture_output=True)
+    subprocess.run(["ip", "link", "set", "bwveth0", "up"], check=True, capture_output=True)
+    ctx.state["prev"] = {"cniVersion": "1.0.0", "interfaces": [
+        {"name": "bwveth0"}, {"name": "eth0", "sandbox": ctx.netns}],
+        "ips": [{"address": "10.99.0.2/24", "interface": 1}]}
+
+
+def _bandwidth_conf(ctx: Ctx) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": "bench-bw", "type": "bandwidth",
+            "ingressRate": 8_000_000, "ingressBurst": 80_000,
+            "egressRate": 8_000_000, "egressBurst": 80_000, "prevResult": ctx.state["prev"]}
+
+
+CASES += [
+    Case("bandwidth (ingress + egress)", "bandwidth", ("ADD", "CHECK", "DEL"), _bandwidth_conf,
+         netns=True, host_netns=True, setup=_bandwidth_setup),
+]
+
+
 # -- namespaces ------------------------------------------------------------------------
 
 _made: set[str] = set()
