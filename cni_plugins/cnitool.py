@@ -69,7 +69,8 @@ def _fail(ctx: click.Context, err: CNIError, exit_code: int) -> NoReturn:
 # --- options shared by the commands ----------------------------------------------------
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--json", "as_json", is_flag=True, help="Print JSON (errors too, on stdout).")(f)
+    f = click.option("--json", "as_json", is_flag=True,
+                     help="Print JSON (errors too, on stdout).")(f)
     f = click.option("--cache-dir", envvar="CNI_CACHE_DIR", default=cache.DEFAULT_DIR,
                      show_default=True, metavar="DIR",
                      help="Where results are cached (env CNI_CACHE_DIR).")(f)
@@ -364,22 +365,22 @@ def list_(ctx: click.Context, netconfpath: str, cni_path: str, cache_dir: str,
         _fail(ctx, e, EXIT_CONFIG)
     cni = _cni(cni_path, cache_dir) if cni_path else None
     rows = []
-    for e in entries:
-        row: dict[str, Any] = {"file": e.path, "name": None, "cniVersion": None,
+    for entry in entries:
+        row: dict[str, Any] = {"file": entry.path, "name": None, "cniVersion": None,
                                "plugins": [], "status": "ok", "error": None}
-        if e.error is not None:
-            row.update(status="invalid", error=str(e.error))
+        net = entry.net
+        if net is None:
+            row.update(status="invalid", error=str(entry.error))
         else:
-            assert e.net is not None
-            row.update(name=e.net.name, cniVersion=e.net.cni_version,
-                       plugins=[p.type for p in e.net.plugins])
-            if e.shadowed_by:
-                row.update(status="shadowed", error=f"network {e.net.name!r} is already "
-                                                    f"defined in {e.shadowed_by}")
+            row.update(name=net.name, cniVersion=net.cni_version,
+                       plugins=[p.type for p in net.plugins])
+            if entry.shadowed_by:
+                row.update(status="shadowed", error=f"network {net.name!r} is already "
+                                                    f"defined in {entry.shadowed_by}")
             elif cni is not None:
                 try:
-                    cni.validate_network_list(e.net)
-                    row["cniVersion"] = cni.version_for(e.net)
+                    cni.validate_network_list(net)
+                    row["cniVersion"] = cni.version_for(net)
                 except CNIError as err:
                     row.update(status="invalid", error=str(err))
         rows.append(row)
@@ -400,7 +401,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
                       ",".join(r["plugins"]) or "-", os.path.basename(r["file"])))
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     for c in cells:
-        click.echo("  ".join(x.ljust(w) for x, w in zip(c, widths)) + "  " + c[4])
+        click.echo("  ".join(x.ljust(w) for x, w in zip(c, widths, strict=False)) + "  " + c[4])
     for r in rows:
         if r["error"]:
             click.echo(f"{os.path.basename(r['file'])}: {r['error']}")

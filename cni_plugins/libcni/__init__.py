@@ -157,8 +157,11 @@ class CNIConfig:
     def _run(self, verb: str, plugin: PluginConf, stdin: bytes,
              rt: RuntimeConf | None = None) -> bytes:
         path = self.exec.find_in_path(plugin.type, self.path)
-        env = invoke.cni_env(verb, path=self.path, **({} if rt is None else dict(
-            container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname, args=rt.args_str)))
+        if rt is None:                  # GC, STATUS: no attachment
+            env = invoke.cni_env(verb, path=self.path)
+        else:
+            env = invoke.cni_env(verb, container_id=rt.container_id, netns=rt.netns,
+                                 ifname=rt.ifname, args=rt.args_str, path=self.path)
         return self.exec.exec_plugin(path, stdin, env)
 
     def _cached_result(self, net: NetworkConfigList, rt: RuntimeConf,
@@ -202,7 +205,7 @@ class CNIConfig:
         try:
             self.cache.write(_cache.Attachment(
                 container_id=rt.container_id, network=net.name, ifname=rt.ifname,
-                config=net.bytes, netns=rt.netns, cni_args=list(rt.args),
+                config=net.conf_bytes, netns=rt.netns, cni_args=list(rt.args),
                 capability_args=dict(rt.capability_args),
                 result=convert.dump(result, cni_version)))
         except CNIError as e:

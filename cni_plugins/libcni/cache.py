@@ -124,7 +124,8 @@ class ResultCache:
                 os.unlink(tmp)
                 raise
         except OSError as e:
-            raise CNIError(Code.IO_FAILURE, f"failed to write cache file {path}: {e.strerror}") from e
+            raise CNIError(Code.IO_FAILURE,
+                           f"failed to write cache file {path}: {e.strerror}") from e
         return path
 
     def read(self, network: str, container_id: str, ifname: str) -> Attachment | None:

@@ -42,8 +42,10 @@ def _invalid(msg: str) -> CNIError:
 
 
 def _go_type(value: Any) -> str:
-    return {bool: "bool", int: "float64", float: "float64", str: "string", list: "[]interface {}",
-            dict: "map[string]interface {}", type(None): "<nil>"}.get(type(value), type(value).__name__)
+    """The type name Go's encoding/json would give `value`, for Go's error messages."""
+    names = {bool: "bool", int: "float64", float: "float64", str: "string",
+             list: "[]interface {}", dict: "map[string]interface {}", type(None): "<nil>"}
+    return names.get(type(value), type(value).__name__)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class NetworkConfigList:
     name: str
     cni_version: str
     plugins: list[PluginConf]
-    bytes: bytes                               # what the cache keeps as "config"
+    conf_bytes: bytes                          # the file as read: the cache's "config"
     cni_versions: tuple[str, ...] = ()         # versions it may run at, highest first
     disable_check: bool = False
     disable_gc: bool = False
@@ -131,7 +133,7 @@ class NetworkConfigList:
         cni_version, candidates = _versions(raw, where)
         flags = {key: _read_bool(raw, key, where)
                  for key in ("disableCheck", "disableGC", "loadOnlyInlinedPlugins")}
-        net = cls(name=name, cni_version=cni_version, plugins=[], bytes=data,
+        net = cls(name=name, cni_version=cni_version, plugins=[], conf_bytes=data,
                   cni_versions=candidates, disable_check=flags["disableCheck"],
                   disable_gc=flags["disableGC"],
                   load_only_inlined_plugins=flags["loadOnlyInlinedPlugins"], source=source)

@@ -85,7 +85,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(make_node: Any, tmp_path: Path) -> Any:
+def setup(make_node: Any, tmp_path: Path) -> Any:  # noqa: F811
     return lambda v: Setup(make_node(), tmp_path, v)
 
 

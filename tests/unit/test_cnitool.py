@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pytest
-from click.testing import CliRunner, Result as CliResult
+from click.testing import CliRunner
+from click.testing import Result as CliResult
 
 from cni_plugins import cnitool, invoke
 from cni_plugins.errors import CNIError
@@ -37,7 +38,8 @@ class World:
         ptype, verb = os.path.basename(path), env["CNI_COMMAND"]
         self.envs.append({k: v for k, v in env.items() if k.startswith("CNI_")})
         if verb == "VERSION":
-            return {"cniVersion": "1.1.0", "supportedVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
+            return {"cniVersion": "1.1.0",
+                    "supportedVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
         if (ptype, verb) in self.fail:
             raise self.fail[(ptype, verb)]
         if verb == "ADD":
@@ -286,7 +288,8 @@ def test_list_shows_what_is_wrong(world: World, env: dict[str, str], netdir: Pat
     assert lines[4].split() == ["net5", "1.0.0", "invalid", "nosuch", "50-missing.conflist"]
     assert lines[5].split() == ["net1", "0.1.0", "shadowed", "macvlan", "40-dup.conf"]
     assert "30-broken.conflist: error parsing configuration list: no plugins in list" in lines
-    assert f"40-dup.conf: network 'net1' is already defined in {netdir / '10-net1.conflist'}" in lines
+    first = netdir / "10-net1.conflist"
+    assert f"40-dup.conf: network 'net1' is already defined in {first}" in lines
     assert any(x.startswith("50-missing.conflist: failed to find plugin 'nosuch'") for x in lines)
     rows = json.loads(run(env, "list", "--json").stdout)
     assert [(os.path.basename(x["file"]), x["status"]) for x in rows] == [

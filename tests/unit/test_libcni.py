@@ -15,8 +15,14 @@ import pytest
 
 from cni_plugins import invoke, version
 from cni_plugins.errors import CNIError, Code
-from cni_plugins.libcni import CNIConfig, RuntimeConf, cache, conf, container_id_for_netns
-from cni_plugins.libcni import parse_cni_args
+from cni_plugins.libcni import (
+    CNIConfig,
+    RuntimeConf,
+    cache,
+    conf,
+    container_id_for_netns,
+    parse_cni_args,
+)
 from cni_plugins.types import IPConfig, Result
 
 # --- a world of fake plugins ---------------------------------------------------------------
@@ -109,7 +115,7 @@ def test_conflists_first_sorted_first_match_wins(tmp_path: Path) -> None:
     net = conf.load(str(tmp_path), "net1")
     assert [p.type for p in net.plugins] == ["first"]
     assert net.source == str(tmp_path / "10-a.conflist")
-    assert net.bytes == (tmp_path / "10-a.conflist").read_bytes()
+    assert net.conf_bytes == (tmp_path / "10-a.conflist").read_bytes()
 
 
 @pytest.mark.parametrize("ext", [".conf", ".json"])
@@ -122,7 +128,8 @@ def test_legacy_single_plugin_file_becomes_a_list(tmp_path: Path, ext: str) -> N
     net = conf.load(str(tmp_path), "old")
     assert (net.name, net.cni_version) == ("old", "0.3.1")
     assert [p.raw for p in net.plugins] == [plugin]
-    assert json.loads(net.bytes) == {"name": "old", "cniVersion": "0.3.1", "plugins": [plugin]}
+    assert json.loads(net.conf_bytes) == {"name": "old", "cniVersion": "0.3.1",
+                                          "plugins": [plugin]}
 
 
 def test_not_found_and_no_configs(tmp_path: Path) -> None:
@@ -291,7 +298,7 @@ def test_add_threads_prev_result_and_caches(world: Plugins, cni: CNIConfig,
     a = cni.cache.read("net1", "ctr1", "eth0")
     assert a is not None and a.result is not None
     assert a.result["ips"] == [{"address": "10.1.0.5/24"}, {"address": "10.1.0.6/24"}]
-    assert a.config == net.bytes and a.netns == "/run/netns/pod1"
+    assert a.config == net.conf_bytes and a.netns == "/run/netns/pod1"
     assert a.cni_args == [("IgnoreUnknown", "1"), ("K8S_POD_NAME", "web")]
 
 
@@ -674,7 +681,7 @@ def test_cache_layout_is_go_s(world: Plugins, cni: CNIConfig, cache_dir: str) ->
     obj = json.loads(path.read_bytes())
     assert list(obj) == GO_FIELDS
     assert obj["kind"] == "cniCacheV1"
-    assert base64.b64decode(obj["config"]) == net.bytes
+    assert base64.b64decode(obj["config"]) == net.conf_bytes
     assert obj["cniArgs"] == [["K", "V"]]
     assert obj["result"]["cniVersion"] == "1.0.0"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -755,7 +762,7 @@ def test_cached_config(world: Plugins, cni: CNIConfig) -> None:
     got = cni.get_network_list_cached_config(net, RuntimeConf("ctr1", netns="/x"))
     assert got is not None
     config, new_rt = got
-    assert config == net.bytes
+    assert config == net.conf_bytes
     assert (new_rt.args, new_rt.capability_args) == ([("A", "1")], {"portMappings": [1]})
 
 
