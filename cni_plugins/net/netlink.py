@@ -441,10 +441,10 @@ class Netlink:
                          dst_len=dst_len, table=table if table < 256 else 252, proto=proto,
                          scope=scope, type=RTN_UNICAST, attrs=attrs)
 
-    # -- traffic control (tc; codecs loaded on first use, see tc_msg_class) ----------
+    # -- traffic control (tc; codecs loaded on first use, see tc_codecs) ------------
 
     def _tc(self, **fields: Any) -> Any:
-        cls = tc_msg_class()
+        cls = tc_codecs().tcmsg
         for t in (RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER):
             self._classes.setdefault(t, cls)
         msg = cls()
@@ -495,8 +495,7 @@ class Netlink:
                                 protocol: int = ETH_P_ALL) -> None:
         """A u32 match-all filter on `parent` whose action is mirred egress redirect to
         link `target` (tc filter … u32 match u32 0 0 action mirred egress redirect)."""
-        u32 = _tc_codec("cls_u32")
-        opts = u32.get_parameters({
+        opts = tc_codecs().u32.get_parameters({
             "target": classid, "keys": ["0x0/0x0+0"],
             "action": [{"kind": "mirred", "direction": "egress", "action": "redirect",
                         "ifindex": target}]})
@@ -520,11 +519,13 @@ class Netlink:
 #
 # Added for bandwidth; loaded on a tc method's first use, so plugins without tc pay nothing.
 # pyroute2's tcmsg package __init__ imports every qdisc, filter and action codec it has
-# (≈25 ms here); it is registered as a bare namespace like the top package, and only the
-# tbf, u32 and mirred codecs are loaded (≈5 ms). The tcmsg header below is therefore ours.
+# (≈25 ms here). Unless it is loaded already, the package stands in as a bare namespace
+# while sched_tbf, cls_u32 and act_mirred load (≈5 ms), and is dropped from sys.modules
+# afterwards, so a later `import pyroute2…tcmsg` still runs the genuine __init__. The tcmsg
+# header class is therefore ours.
 
-_TC_CODECS = ("sched_tbf", "cls_u32", "act_mirred")
-_tcmsg: Any = None
+_TC_PKG = "pyroute2.netlink.rtnl.tcmsg"
+_tc: types.SimpleNamespace | None = None
 
 
 def tc_handle(major: int, minor: int = 0) -> int:
@@ -532,36 +533,48 @@ def tc_handle(major: int, minor: int = 0) -> int:
     return (major << 16) | minor
 
 
-def _tc_codec(name: str) -> Any:
-    pkg = "pyroute2.netlink.rtnl.tcmsg"
-    if pkg not in sys.modules:
-        _pyroute2_module("netlink.rtnl")
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or spec.submodule_search_locations is None:
-            raise ImportError(f"{pkg} is not installed")
-        bare = types.ModuleType(pkg)
-        bare.__path__ = list(spec.submodule_search_locations)
-        bare.__spec__ = spec
-        sys.modules[pkg] = bare
-    return importlib.import_module(f"{pkg}.{name}")
+def _tc_codecs() -> types.SimpleNamespace:
+    if _TC_PKG in sys.modules:
+        return types.SimpleNamespace(**{n: importlib.import_module(f"{_TC_PKG}.{n}")
+                                        for n in ("sched_tbf", "cls_u32", "act_mirred")})
+    rtnl = _pyroute2_module("netlink.rtnl")
+    spec = importlib.util.find_spec(_TC_PKG)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{_TC_PKG} is not installed")
+    bare = types.ModuleType(_TC_PKG)
+    bare.__path__ = list(spec.submodule_search_locations)
+    bare.__spec__ = spec
+    sys.modules[_TC_PKG] = bare
+    try:
+        return types.SimpleNamespace(**{n: importlib.import_module(f"{_TC_PKG}.{n}")
+                                        for n in ("sched_tbf", "cls_u32", "act_mirred")})
+    finally:
+        if sys.modules.get(_TC_PKG) is bare:
+            del sys.modules[_TC_PKG]
+        if getattr(rtnl, "tcmsg", None) is bare:
+            delattr(rtnl, "tcmsg")
 
 
-def tc_msg_class() -> Any:
-    """The tcmsg class for qdisc and filter requests and replies (built on first use)."""
-    global _tcmsg
-    if _tcmsg is not None:
-        return _tcmsg
+def tc_codecs() -> types.SimpleNamespace:
+    """tcmsg (ours) for qdisc and filter messages, and pyroute2's u32 codec module, for
+    building filter options (built on first use; a race builds it twice, harmlessly)."""
+    global _tc
+    if _tc is not None:
+        return _tc
     nl = _pyroute2_module("netlink")
-    tbf, u32, _ = (_tc_codec(n) for n in _TC_CODECS)     # u32 finds mirred by kind
+    mods = _tc_codecs()                 # u32's actions find mirred's codec by kind
 
-    class tbf_options(tbf.options):                     # + the 64-bit rate (≥ 34 Gbit/s)
-        nla_map = tuple(tbf.options.nla_map) + (
+    class tbf_options(mods.sched_tbf.options):      # + the 64-bit rate (≥ 34 Gbit/s)
+        _nlmsg_base__compiled_nla = False
+        nla_map = tuple(mods.sched_tbf.options.nla_map) + (
             ("TCA_TBF_RATE64", "uint64"), ("TCA_TBF_PRATE64", "uint64"),
-            ("TCA_TBF_BURST", "uint32"), ("TCA_TBF_PBURST", "uint32"), ("TCA_TBF_PAD", "hex"))
+            ("TCA_TBF_BURST", "uint32"), ("TCA_TBF_PBURST", "uint32"),
+            ("TCA_TBF_PAD", "hex"))
 
-    options = {"tbf": tbf_options, "u32": u32.options}
+    options = {"tbf": tbf_options, "u32": mods.cls_u32.options}
 
     class tcmsg(nl.nlmsg):
+        _nlmsg_base__compiled_nla = False
         prefix = "TCA_"
         fields = (("family", "B"), ("pad1", "B"), ("pad2", "H"), ("index", "i"),
                   ("handle", "I"), ("parent", "I"), ("info", "I"))
@@ -575,8 +588,8 @@ def tc_msg_class() -> Any:
         def get_options(self: Any, *argv: Any, **kwarg: Any) -> Any:
             return options.get(self.get_attr("TCA_KIND"), nl.nla.hex)
 
-    _tcmsg = tcmsg
-    return tcmsg
+    _tc = types.SimpleNamespace(tcmsg=tcmsg, u32=mods.cls_u32)
+    return _tc
 
 
 @dataclass

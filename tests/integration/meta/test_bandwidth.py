@@ -196,6 +196,41 @@ def test_add_check_del(v, bridge_impl, make_node, run, run_go):
     assert pod.veth not in {link["ifname"] for link in node.host.ip_json("link", "show")}
 
 
+def test_in_process(make_node, run_inproc):
+    """The same request served in this process (skel.run inside the host netns)."""
+    node = make_node(mode="inproc")
+    pod = attach(node, "1.1.0", run_inproc)
+    r = call(run_inproc, node, "bandwidth", "ADD", bw_conf("1.1.0", pod.prev, **LIMITS), pod)
+    assert r.ok, r.raw
+    assert_shaped(pod)
+    r = call(run_inproc, node, "bandwidth", "CHECK", bw_conf("1.1.0", r.out, **LIMITS), pod)
+    assert r.ok, r.raw
+    r = call(run_inproc, node, "bandwidth", "DEL", bw_conf("1.1.0", r.out, **LIMITS), pod)
+    assert r.ok, r.raw
+    assert ifbs(node.host) == set()
+
+
+def test_pods_are_shaped_apart(make_node, run):
+    """Two pods on one node: each gets its own ifb and qdiscs; DEL of one leaves the
+    other's alone."""
+    node = make_node()
+    a, b = attach(node, "1.0.0", run, cid="pod-a"), attach(node, "1.0.0", run, cid="pod-b")
+    slow = {"ingressRate": 4 * MBIT, "ingressBurst": 40_000,
+            "egressRate": 2 * MBIT, "egressBurst": 20_000}
+    for pod, fields in ((a, LIMITS), (b, slow)):
+        r = call(run, node, "bandwidth", "ADD", bw_conf("1.0.0", pod.prev, **fields), pod)
+        assert r.ok, r.raw
+    assert a.ifb != b.ifb and ifbs(node.host) == {a.ifb, b.ifb}
+    assert_shaped(a)
+    assert_shaped(b, ingress={"rate": 500_000, "burst": 5_000, "lat": 25_000},
+                  egress={"rate": 250_000, "burst": 2_500, "lat": 25_000})
+    r = call(run, node, "bandwidth", "DEL", bw_conf("1.0.0", a.prev, **LIMITS), a)
+    assert r.ok, r.raw
+    assert ifbs(node.host) == {b.ifb}
+    assert_shaped(b, ingress={"rate": 500_000, "burst": 5_000, "lat": 25_000},
+                  egress={"rate": 250_000, "burst": 2_500, "lat": 25_000})
+
+
 @pytest.mark.parametrize("which", ["ingress", "egress"])
 def test_one_direction_only(which, make_node, run):
     node = make_node()
