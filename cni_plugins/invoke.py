@@ -112,10 +112,10 @@ class InProcessExec:
     process by skel.run, exactly as the executable would serve it; others go to `other`."""
 
     def __init__(self, exe: str, other: Exec | None = None,
-                 stderr: Callable[[str], Any] = sys.stderr.write) -> None:
+                 stderr: Callable[[str], Any] | None = None) -> None:
         self.exe = os.path.realpath(exe) if exe else ""
         self.other: Exec = other or RawExec()
-        self.stderr = stderr
+        self.stderr = stderr or (lambda text: sys.stderr.write(text))  # today's sys.stderr
 
     def find_in_path(self, plugin: str, cni_path: str) -> str:
         return self.other.find_in_path(plugin, cni_path)
