@@ -19,9 +19,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterator
 
+from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton  # socket itself costs 5 ms more to import
+
 from ..errors import CNIError, Code
 
 _BITS = {4: 32, 6: 128}
+_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def invalid(where: str, msg: str) -> CNIError:
@@ -30,16 +33,17 @@ def invalid(where: str, msg: str) -> CNIError:
 
 def parse_ip(text: str) -> tuple[int, int]:
     """'10.0.0.1' -> (4, 167772161). IPv4-mapped IPv6 counts as IPv4, as in Go.
-    ValueError for anything that is not a bare address."""
-    if not isinstance(text, str) or "%" in text or "/" in text:
-        raise ValueError(f"{text!r} is not an IP address")
+    ValueError for anything that is not a bare address (leading zeros included).
+    inet_pton, not ipaddress: the store parses every file name with it (4x cheaper)."""
     try:
-        a = ipaddress.ip_address(text)
-    except ValueError:
+        if ":" in text:
+            b = inet_pton(AF_INET6, text)
+            if b[:12] == _MAPPED:
+                return 4, int.from_bytes(b[12:], "big")
+            return 6, int.from_bytes(b, "big")
+        return 4, int.from_bytes(inet_pton(AF_INET, text), "big")
+    except (OSError, ValueError, TypeError):
         raise ValueError(f"{text!r} is not an IP address") from None
-    if a.version == 6 and a.ipv4_mapped is not None:  # type: ignore[union-attr]
-        return 4, int(a.ipv4_mapped)  # type: ignore[union-attr]
-    return a.version, int(a)
 
 
 def parse_ip_or_cidr(text: str) -> tuple[int, int]:
@@ -61,7 +65,11 @@ def parse_cidr(text: str) -> tuple[str, int]:
 
 
 def fmt(version: int, ip: int) -> str:
-    return str(ipaddress.IPv4Address(ip) if version == 4 else ipaddress.IPv6Address(ip))
+    """As Go prints it. IPv6 through ipaddress (RFC 5952: glibc's inet_ntop writes
+    ::a.b.c.d where Go writes ::xxxx:xxxx)."""
+    if version == 4:
+        return inet_ntop(AF_INET, ip.to_bytes(4, "big"))
+    return str(ipaddress.IPv6Address(ip))
 
 
 class Range:

@@ -39,6 +39,7 @@ LAST = "last_reserved_ip."
 TMP = ".cni-tmp-"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 
+_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _PAUSE = os.environ.get("CNI_PLUGINS_TEST_PAUSE", "")
 
 
@@ -76,6 +77,34 @@ class Reservation(NamedTuple):
     family: int
     ip: int
     owner: Owner
+
+
+class Held(dict):  # type: ignore[type-arg]
+    """What a scan found: {file name: its content, stripped}. Owners are compared as
+    bytes and names parsed only when asked: a scan reads every file of the network,
+    so its cost per file is what an ADD costs per reservation."""
+
+    def names_of(self, container_id: str, ifname: str, legacy: str = "fallback") -> list[str]:
+        """Files held by (container, ifname). legacy="fallback": files holding only the
+        container ID count when there is no exact match (Go's release); "also": they
+        always count (Go's duplicate check)."""
+        exact = f"{container_id.strip()}\r\n{ifname}".encode()
+        old = container_id.strip().encode()
+        if legacy == "also":
+            return [n for n, d in self.items() if d == exact or d == old]
+        return [n for n, d in self.items() if d == exact] or [
+            n for n, d in self.items() if d == old]
+
+    def reservations(self, names: "list[str] | None" = None) -> list[Reservation]:
+        """Parsed, for files named by an address."""
+        out = []
+        for name in self if names is None else names:
+            try:
+                family, ip = parse_ip(name)
+            except ValueError:
+                continue
+            out.append(Reservation(name, family, ip, Owner.parse(self[name])))
+        return out
 
 
 def check_network_name(name: str, field: str = "name") -> None:
@@ -132,36 +161,34 @@ class Store:
         finally:
             os.close(dirfd)
 
-    def scan(self) -> list[Reservation]:
-        """Every reservation (files named by an address). Removes the temp files a
-        crashed writer left (we hold the lock: none is live)."""
-        out: list[Reservation] = []
+    def scan(self) -> Held:
+        """Every file that may hold a reservation. Removes the temp files a crashed
+        writer left (we hold the lock: none of them is live)."""
+        out = Held()
+        d = self.dirfd
         try:
-            entries = list(os.scandir(self.dirfd))
+            entries = list(os.scandir(d))
         except OSError as e:
             raise _io_error(f"list {self.path!r}", e) from e
         for entry in entries:
             name = entry.name
-            if name == LOCK or name.startswith(LAST):
+            first = name[0]
+            if first == "l" and (name == LOCK or name.startswith(LAST)):
                 continue
-            if name.startswith(TMP):
-                self._unlink(name)
-                continue
-            if name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                family, ip = parse_ip(name)
-            except ValueError:
+            if first == ".":
+                if name.startswith(TMP):
+                    self._unlink(name)
                 continue
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dirfd)
+                fd = os.open(name, _READ, dir_fd=d)
             except OSError:
                 continue    # released under us by a writer that does not lock
             try:
-                data = os.read(fd, 4096)
+                out[name] = os.read(fd, 4096).strip()
+            except OSError:
+                pass        # a directory, say: not a reservation
             finally:
                 os.close(fd)
-            out.append(Reservation(name, family, ip, Owner.parse(data)))
         return out
 
     def reserve(self, ip: str, owner: Owner) -> bool:

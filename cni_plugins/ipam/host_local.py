@@ -27,7 +27,7 @@ from ..types import DNS, IPConfig, Result, Route
 from . import _conf, _ranges
 from ._conf import Reader
 from ._ranges import RangeSet, fmt
-from ._store import DEFAULT_DATA_DIR, Owner, Reservation, Store
+from ._store import DEFAULT_DATA_DIR, Held, Owner, Reservation, Store
 
 ABOUT = "host-local IPAM: addresses from configured ranges, recorded on this host"
 
@@ -173,10 +173,10 @@ def _in_set(rs: RangeSet, held: list[Reservation]) -> list[Reservation]:
     return [r for r in held if rs.free(r.family, r.ip)]
 
 
-def allocate(store: Store, held: list[Reservation], index: int, rs: RangeSet,
+def allocate(store: Store, held: Held, mine: list[Reservation], index: int, rs: RangeSet,
              wanted: Wanted | None, owner: Owner) -> IPConfig:
     """Reserve one address of `rs` for `owner`: the requested one, or the next free one
-    after the last reserved (round robin)."""
+    after the last reserved (round robin). `mine`: what the owner holds already."""
     if wanted is not None:
         fam, ip, where = wanted
         r = rs.locate(fam, ip)
@@ -188,26 +188,30 @@ def allocate(store: Store, held: list[Reservation], index: int, rs: RangeSet,
         store.set_last_reserved(index, name)
         return IPConfig(address=r.cidr(ip), gateway=fmt(r.version, r.gateway))
 
-    mine = [r for r in _in_set(rs, held) if r.owner.held_by(owner.container_id, owner.ifname or "")
-            or r.owner.legacy_of(owner.container_id)]
-    if mine:
-        raise CNIError(Code.INTERNAL, f"failed to allocate from {rs.where}: {mine[0].name} is "
+    dup = _in_set(rs, mine)
+    if dup:
+        raise CNIError(Code.INTERNAL, f"failed to allocate from {rs.where}: {dup[0].name} is "
                        f"already allocated to container {owner.container_id!r} ifname "
                        f"{owner.ifname!r} (duplicate allocation is not allowed)")
-    taken = {(r.family, r.ip) for r in held}
-    if len(_in_set(rs, held)) < rs.size():
-        after = None
-        try:
-            after = _ranges.parse_ip(store.last_reserved(index))
-        except ValueError:
-            pass
-        for r, ip in rs.walk(after):
-            if (r.version, ip) in taken:
+    after = None
+    try:
+        after = _ranges.parse_ip(store.last_reserved(index))
+    except ValueError:
+        pass
+    # Among len(held) + 1 distinct addresses one is free, if the set has that many:
+    # the walk never runs through a large, nearly empty range.
+    budget = len(held) + 1
+    for r, ip in rs.walk(after):
+        name = fmt(r.version, ip)
+        if name in held:
+            budget -= 1
+            if budget:
                 continue
-            name = fmt(r.version, ip)
-            if store.reserve(name, owner):
-                store.set_last_reserved(index, name)
-                return IPConfig(address=r.cidr(ip), gateway=fmt(r.version, r.gateway))
+            break
+        if store.reserve(name, owner):
+            store.set_last_reserved(index, name)
+            return IPConfig(address=r.cidr(ip), gateway=fmt(r.version, r.gateway))
+        held[name] = b""        # created by a writer that does not take the lock
     raise CNIError(Code.INTERNAL, f"failed to allocate from {rs.where}: no free address left "
                    f"in range set {rs}")
 
@@ -222,10 +226,11 @@ def cmd_add(args: CmdArgs) -> Result:
     with Store.open(conf.data_dir, conf.name) as store:
         assert store is not None
         held = store.scan()
+        mine = held.reservations(held.names_of(args.container_id, args.ifname, legacy="also"))
         ips: list[IPConfig] = []
         try:
             for index, rs in enumerate(sets):
-                ips.append(allocate(store, held, index, rs, per_set[index], owner))
+                ips.append(allocate(store, held, mine, index, rs, per_set[index], owner))
         except BaseException:
             for ip in ips:      # only what this request reserved: an earlier ADD's stay
                 store.release(ip.address.partition("/")[0])
@@ -238,14 +243,11 @@ def cmd_del(args: CmdArgs) -> None:
     with Store.open(conf.data_dir, conf.name, create=False) as store:
         if store is None:
             return
-        held = store.scan()
-        mine = [r for r in held if r.owner.held_by(args.container_id, args.ifname)]
-        if not mine:    # files written before ifnames were recorded
-            mine = [r for r in held if r.owner.legacy_of(args.container_id)]
         errors = ErrorList()
-        for r in mine:
+        # exact (container, ifname) matches, else files that hold only the container ID
+        for name in store.scan().names_of(args.container_id, args.ifname):
             with errors.collect():
-                store.release(r.name)
+                store.release(name)
         errors.raise_if_any()
 
 
@@ -253,9 +255,8 @@ def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
     sets = range_sets(conf)
     with Store.open(conf.data_dir, conf.name, create=False) as store:
-        held = store.scan() if store is not None else []
-    mine = [r for r in held if r.owner.held_by(args.container_id, args.ifname)
-            or r.owner.legacy_of(args.container_id)]
+        held = store.scan() if store is not None else Held()
+    mine = held.reservations(held.names_of(args.container_id, args.ifname, legacy="also"))
     if not mine:
         raise CNIError(Code.UNKNOWN_CONTAINER, f"failed to find an address of container "
                        f"{args.container_id!r} ifname {args.ifname!r} in network {conf.name!r}")
@@ -277,7 +278,7 @@ def cmd_gc(args: CmdArgs) -> None:
         if store is None:
             return
         errors = ErrorList()
-        for r in store.scan():
+        for r in store.scan().reservations():
             o = r.owner
             keep = (o.container_id in valid_ids if o.ifname is None
                     else (o.container_id, o.ifname) in valid)
@@ -295,7 +296,7 @@ def cmd_status(args: CmdArgs) -> None:
         raise CNIError(Code.PLUGIN_NOT_AVAILABLE,
                        f"failed to use ipam.dataDir {root!r}: not a directory")
     with Store.open(root, conf.name, create=False) as store:
-        held = store.scan() if store is not None else []
+        held = store.scan().reservations() if store is not None else []
     for rs in sets:
         if len(_in_set(rs, held)) >= rs.size():
             raise CNIError(Code.PLUGIN_NOT_AVAILABLE, f"failed to find a free address in "

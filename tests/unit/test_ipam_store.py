@@ -42,7 +42,7 @@ def test_reserve_is_exclusive(tmp_path, tmpfile):
         s._tmpfile = tmpfile
         assert s.reserve("10.0.0.2", Owner("a", "eth0"))
         assert not s.reserve("10.0.0.2", Owner("b", "eth0"))
-        assert [r.owner for r in s.scan()] == [Owner("a", "eth0")]
+        assert [r.owner for r in s.scan().reservations()] == [Owner("a", "eth0")]
     assert sorted(files(tmp_path / "n")) == ["10.0.0.2", "lock"]     # no temp left behind
 
 
@@ -56,11 +56,17 @@ def test_scan_reads_owners_and_skips_bookkeeping(tmp_path):
     (d / "README").write_bytes(b"c1\r\neth0")            # not an address: not a reservation
     (d / f"{TMP}10.0.0.9.123").write_bytes(b"c9\r\neth0")  # a crashed writer's temp
     with Store.open(str(tmp_path), "n") as s:
-        got = {r.name: r.owner for r in s.scan()}
+        held = s.scan()
+        got = {r.name: r.owner for r in held.reservations()}
     assert got == {"10.0.0.2": Owner("c1", "eth0"), "10.0.0.3": Owner("legacy-ctr", None),
                    "fd00::5": Owner("c2", "net1")}
     assert not (d / f"{TMP}10.0.0.9.123").exists()
     assert Owner("legacy-ctr", None).legacy_of("legacy-ctr")
+    # owners compared as bytes: exact first, files with only the ID as the fallback
+    assert sorted(held.names_of("c1", "eth0")) == ["10.0.0.2", "README"]
+    assert held.names_of("legacy-ctr", "eth3") == ["10.0.0.3"]
+    assert held.names_of("c2", "eth0") == []
+    assert sorted(held.names_of("c2", "net1")) == ["fd00::5"]
     assert not Owner("c1", "eth0").legacy_of("c1")
 
 
