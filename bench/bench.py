@@ -107,6 +107,33 @@ CASES: list[Case] = [
 ]
 
 
+# IPAM: no netns needed (CNI_NETNS only has to be set); the store lives in the scratch dir.
+def _ipam_conf(ipam: dict[str, Any]) -> Callable[[Ctx], dict[str, Any]]:
+    def conf(ctx: Ctx) -> dict[str, Any]:
+        body = {**ipam, "dataDir": os.path.join(ctx.tmp, "ipam")} if ipam["type"] == "host-local" \
+            else ipam
+        return {"cniVersion": "1.0.0", "name": "bench-ipam", "type": "bridge", "ipam": body}
+    return conf
+
+
+_IPAM_ENV: dict[str, str | None] = {"CNI_NETNS": f"{NETNS_DIR}/{PREFIX}absent"}
+CASES += [
+    Case("host-local", "host-local", ("ADD", "DEL"),
+         _ipam_conf({"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]]}),
+         env=_IPAM_ENV),
+    Case("host-local dual-stack", "host-local", ("ADD", "CHECK", "DEL"),
+         _ipam_conf({"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}],
+                                                      [{"subnet": "fd99::/64"}]],
+                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}),
+         env=_IPAM_ENV),
+    Case("static", "static", ("ADD", "DEL"),
+         _ipam_conf({"type": "static", "addresses": [{"address": "10.99.0.5/24",
+                                                      "gateway": "10.99.0.1"}],
+                     "routes": [{"dst": "0.0.0.0/0"}]}),
+         env=_IPAM_ENV),
+]
+
+
 # bandwidth chained after a veth pair made in setup (untimed): ingress and egress limits, so
 # ADD makes the tbf, the ifb, the ingress qdisc and the redirect; DEL removes the ifb.
 def _bandwidth_setup(ctx: Ctx) -> None:
