@@ -11,9 +11,10 @@ exec'ing one ADD after the other; then N DELs the same way. Reported: operations
 second (wall), and a check that no address was given twice.
 
 In process: what our main plugins pay when CNI_PATH's host-local is this executable:
-invoke.delegate_add / delegate_del in a loop (skel validation, the plugin, and the
-result's version round trip included), median and p90 per call, on a store that fills
-up to --inproc addresses. No root needed; nothing outside a temp dir is written.
+invoke.delegate_add / delegate_del pairs in a loop (skel validation, the plugin, and the
+result's version round trip included), median and p90 per call, with the store already
+holding 0, 110 (Kubernetes' default pods per node) and 250 reservations.
+No root needed; nothing outside a temp dir is written.
 """
 
 from __future__ import annotations
@@ -103,47 +104,43 @@ def throughput(impls: dict[str, str], adds: int, worker_counts: list[int]) -> No
               + f"   {ratio:>10.2f}")
 
 
-def inproc(bin_path: str, n: int) -> None:
+def inproc(bin_path: str, n: int, occupancies: list[int]) -> None:
     sys.path.insert(0, ROOT)
     from cni_plugins import invoke, skel
 
-    tmp = tempfile.mkdtemp(prefix="cni-bench-ipam-")
-    try:
-        path = os.path.join(tmp, "bin")
-        os.mkdir(path)
-        os.symlink(bin_path, os.path.join(path, "host-local"))
-        stdin = conf(os.path.join(tmp, "data"))
-        base = skel.CmdArgs(command="ADD", netns=NETNS, ifname="eth0", path=path, stdin=stdin,
-                            exe=os.path.realpath(bin_path))
-        add, dele = [], []
-        for i in range(-20, n):                     # 20 warm-up rounds
-            a = base.replace(container_id=f"bench-{i + 20}")
-            t0 = time.perf_counter()
-            r = invoke.delegate_add("host-local", a)
-            t1 = time.perf_counter()
-            assert r.ips, r
-            if i >= 0:
-                add.append(t1 - t0)
-        held = len(os.listdir(os.path.join(tmp, "data", "bench-ipam"))) - 2
-        for i in range(-20, n):
-            a = base.replace(container_id=f"bench-{i + 20}")
-            t0 = time.perf_counter()
-            invoke.delegate_del("host-local", a)
-            t1 = time.perf_counter()
-            if i >= 0:
-                dele.append(t1 - t0)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
     def fmt(xs: list[float]) -> str:
         xs = sorted(xs)
-        return (f"median {1e3 * statistics.median(xs):.3f} ms, "
-                f"p90 {1e3 * xs[int(0.9 * len(xs)) - 1]:.3f} ms")
+        return (f"median {1e3 * statistics.median(xs):6.3f} ms, "
+                f"p90 {1e3 * xs[max(0, int(0.9 * len(xs)) - 1)]:6.3f} ms")
 
-    print(f"\nin process (invoke.delegate_* -> skel.execute), {n} calls each, store growing to "
-          f"{held} reservations then emptied:")
-    print(f"  host-local ADD  {fmt(add)}")
-    print(f"  host-local DEL  {fmt(dele)}")
+    print(f"\nin process (invoke.delegate_* -> skel), {n} ADD+DEL pairs per store occupancy "
+          "(an ADD reads every reservation file of the network, as Go's does):")
+    for held in occupancies:
+        tmp = tempfile.mkdtemp(prefix="cni-bench-ipam-")
+        try:
+            path = os.path.join(tmp, "bin")
+            os.mkdir(path)
+            os.symlink(bin_path, os.path.join(path, "host-local"))
+            stdin = conf(os.path.join(tmp, "data"))
+            base = skel.CmdArgs(command="ADD", netns=NETNS, ifname="eth0", path=path,
+                                stdin=stdin, exe=os.path.realpath(bin_path))
+            for i in range(held):
+                invoke.delegate_add("host-local", base.replace(container_id=f"held-{i}"))
+            add, dele = [], []
+            for i in range(-20, n):                 # 20 warm-up pairs
+                a = base.replace(container_id=f"bench-{i + 20}")
+                t0 = time.perf_counter()
+                r = invoke.delegate_add("host-local", a)
+                t1 = time.perf_counter()
+                invoke.delegate_del("host-local", a)
+                t2 = time.perf_counter()
+                assert r.ips, r
+                if i >= 0:
+                    add.append(t1 - t0)
+                    dele.append(t2 - t1)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"  {held:4} held   ADD {fmt(add)}   DEL {fmt(dele)}")
 
 
 def main() -> int:
@@ -152,13 +149,16 @@ def main() -> int:
     ap.add_argument("--go-dir", default="/usr/lib/cni")
     ap.add_argument("--adds", type=int, default=200, help="ADDs per burst (200)")
     ap.add_argument("--workers", default="1,2,8", help="worker counts (1,2,8)")
-    ap.add_argument("--inproc", type=int, default=500, help="in-process calls (500; 0: skip)")
+    ap.add_argument("--inproc", type=int, default=300, help="in-process ADD+DEL pairs (300; 0: skip)")
+    ap.add_argument("--occupancy", default="0,110,250",
+                    help="reservations already in the store for the in-process part (0,110,250)")
     ap.add_argument("--no-exec", action="store_true", help="only the in-process part")
     opts = ap.parse_args()
 
     print(f"host-local bench, load {os.getloadavg()[0]:.2f}, nproc {os.cpu_count()}")
     if opts.inproc:
-        inproc(os.path.abspath(opts.bin), opts.inproc)
+        inproc(os.path.abspath(opts.bin), opts.inproc,
+               [int(k) for k in opts.occupancy.split(",")])
     if not opts.no_exec:
         linkdir = tempfile.mkdtemp(prefix="cni-bench-bin-")
         try:

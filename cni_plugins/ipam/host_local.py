@@ -18,7 +18,6 @@ store is touched, so a bad request writes nothing.
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, field
 
 from ..errors import CNIError, Code, ErrorList
@@ -110,8 +109,10 @@ def requested_ips(args: CmdArgs, conf: Conf) -> list[Wanted]:
                 out.append((*_ranges.parse_ip_or_cidr(text), f"{where}[{i}]"))
             except ValueError as e:
                 raise _ranges.invalid(f"{where}[{i}]", str(e)) from None
-    seen: set[tuple[int, int]] = set()
-    return [w for w in out if not ((w[0], w[1]) in seen or seen.add((w[0], w[1])))]
+    unique: dict[tuple[int, int], Wanted] = {}
+    for w in out:
+        unique.setdefault((w[0], w[1]), w)
+    return list(unique.values())
 
 
 def _request_error(where: str, msg: str) -> CNIError:
