@@ -20,7 +20,6 @@ against ≈6 ms for the Go plugin's whole ADD). Keys match case-insensitively li
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import CNIError, Code, kernel_errors
@@ -38,10 +37,16 @@ SUBNET_FIELDS = ("unshapedSubnets", "shapedSubnets")
 MAX_BURST_BYTES = 0xFFFFFFFF            # Go: burst/8 must stay below MaxUint32 (4 GB)
 
 
-@dataclass
 class Bandwidth:
-    ingress: tc.Tbf | None = None       # shapes what the pod receives (tbf on the veth)
-    egress: tc.Tbf | None = None        # shapes what the pod sends (tbf on the ifb)
+    __slots__ = ("ingress", "egress")
+
+    def __init__(self, ingress: tc.Tbf | None = None, egress: tc.Tbf | None = None) -> None:
+        self.ingress = ingress          # shapes what the pod receives (tbf on the veth)
+        self.egress = egress            # shapes what the pod sends (tbf on the ifb)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bandwidth) and (self.ingress, self.egress) == (
+            other.ingress, other.egress)
 
 
 def ifb_name(network: str, container_id: str) -> str:
