@@ -271,7 +271,7 @@ def cmd_gc(args: CmdArgs) -> None:
     """Release what the runtime no longer knows. Without cni.dev/valid-attachments in the
     config nothing is released (an absent list is not an empty one)."""
     conf = load_conf(args)
-    if "cni.dev/valid-attachments" not in args.conf:
+    if not ("cni.dev/valid-attachments" in args.conf or "cni.dev/attachments" in args.conf):
         return
     valid = args.valid_attachments()
     valid_ids = {cid for cid, _ in valid}
