@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -130,6 +131,13 @@ def snapshot(node, pod) -> dict:
     return out
 
 
+def both(nodes: dict, call) -> dict:
+    """call(name, node) for ours and Go's at the same time (separate netns and dataDirs)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(call, name, node) for name, node in nodes.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
 def assert_same(ours: dict, go: dict) -> None:
     for key in sorted(set(ours) | set(go)):
         assert ours.get(key) == go.get(key), \
@@ -145,14 +153,13 @@ def prepare(plugin: str, node) -> None:
 @pytest.mark.parametrize("plugin", ["bridge", "ptp", "macvlan"])
 def test_same_result_and_kernel_state(plugin, v, make_node):
     ours, go = make_node(), make_node(impl="go")
+    nodes = {"ours": ours, "go": go}
     pods = {}
-    replies = {}
-    for name, node in (("ours", ours), ("go", go)):
+    for name, node in nodes.items():
         prepare(plugin, node)
         pods[name] = node.pod()
-    confs = {name: CONFS[plugin](v, node) for name, node in (("ours", ours), ("go", go))}
-    replies = {name: node(plugin, "ADD", confs[name], pods[name])
-               for name, node in (("ours", ours), ("go", go))}
+    confs = {name: CONFS[plugin](v, node) for name, node in nodes.items()}
+    replies = both(nodes, lambda name, node: node(plugin, "ADD", confs[name], pods[name]))
     assert replies["ours"].ok and replies["go"].ok, (replies["ours"].raw, replies["go"].raw)
     a = blank(replies["ours"].out, pods["ours"].path)
     b = blank(replies["go"].out, pods["go"].path)
@@ -169,14 +176,12 @@ def test_same_result_and_kernel_state(plugin, v, make_node):
     assert_same(sa, sb)
 
     if version.has_check(v):
-        for name, node in (("ours", ours), ("go", go)):
-            c = {**confs[name], "prevResult": replies[name].out}
-            r = node(plugin, "CHECK", c, pods[name])
-            assert r.ok, (name, r.raw)
+        checks = both(nodes, lambda name, node: node(
+            plugin, "CHECK", {**confs[name], "prevResult": replies[name].out}, pods[name]))
+        assert all(r.ok for r in checks.values()), {k: r.raw for k, r in checks.items()}
 
-    for name, node in (("ours", ours), ("go", go)):
-        r = node(plugin, "DEL", confs[name], pods[name])
-        assert r.ok, (name, r.raw)
+    dels = both(nodes, lambda name, node: node(plugin, "DEL", confs[name], pods[name]))
+    assert all(r.ok for r in dels.values()), {k: r.raw for k, r in dels.items()}
     assert ours.reservations(confs["ours"]["name"]) == set() == \
         go.reservations(confs["go"]["name"])
     assert_same(snapshot(ours, pods["ours"]), snapshot(go, pods["go"]))

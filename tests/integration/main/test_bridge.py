@@ -10,8 +10,8 @@ import pytest
 
 from cni_plugins import version
 from tests.fixtures.pods import (DEL_STATES, VERSIONS, addrs, assert_result, bridge_conf,
-                                 cidr_of, del_in_state, ip_of, link, links, nft_masq_rules,
-                                 ping, routes, sysctl, udp_peer, veths)
+                                 cidr_of, del_in_state, ip_of, is_masq_rule, link, links,
+                                 nft_masq_rules, ping, routes, sysctl, udp_peer, veths)
 
 pytestmark = pytest.mark.root
 
@@ -67,6 +67,7 @@ def test_two_pods_on_a_new_bridge(v, make_node):
         assert sysctl(pod, "net/ipv6/conf/eth0/accept_dad") == "0"
         (rule,) = nft_masq_rules(node.host, cid)
         assert rule["comment"].endswith(f"net: {NET}, if: eth0, id: {cid}")
+        assert is_masq_rule(rule, ip, "10.77.0.0/24"), rule
 
     assert ping(p1, ip2) and ping(p2, ip1)
     assert ping(p1, GW)
