@@ -96,13 +96,20 @@ def create_ifb(nl: Netlink, name: str, *, mtu: int, txqlen: int) -> Link:
     EEXIST (as a CNIError) when the name is taken."""
     with kernel_errors(f"create ifb device {name!r}"):
         nl.link_add(name, "ifb", mtu=mtu)
-    ifb = nl.link(name)
-    if ifb is None:
-        with kernel_errors(f"find ifb device {name!r}"):
-            raise FileNotFoundError(19, "No such device")
-    with kernel_errors(f"set {name!r} up"):
-        nl.link_set(ifb.index, up=True, txqlen=txqlen or None)
-    return nl.link(name) or ifb
+    try:
+        ifb = nl.link(name)
+        if ifb is None:
+            with kernel_errors(f"find ifb device {name!r}"):
+                raise FileNotFoundError(19, "No such device")
+        with kernel_errors(f"set {name!r} up"):
+            nl.link_set(ifb.index, up=True, txqlen=txqlen or None)
+        return nl.link(name) or ifb
+    except BaseException:
+        try:
+            nl.link_del_by_name(name)       # ours: made just above
+        except OSError:
+            pass
+        raise
 
 
 def setup_redirect(nl: Netlink, index: int, name: str, ifb_index: int) -> None:
