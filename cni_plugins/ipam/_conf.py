@@ -13,12 +13,14 @@ the wrong type is CNIError 7 naming the field ("ipam.ranges[0][1].subnet").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import version
 from ..errors import CNIError, Code
-from ..types import DNS, Route
 from . import _ranges
+
+if TYPE_CHECKING:       # types (dataclasses) is imported where a result is built: not on DEL
+    from ..types import DNS, Route
 
 invalid = _ranges.invalid
 
@@ -131,6 +133,8 @@ def read_ip(r: Reader, key: str) -> str:
 
 def read_routes(ipam: Reader) -> list[Route]:
     """ipam.routes: [{dst, gw, mtu, advmss, priority, table, scope}]."""
+    from ..types import Route
+
     out = []
     for r in ipam.objs("routes"):
         out.append(Route(dst=read_cidr(r, "dst"), gw=read_ip(r, "gw"), mtu=r.integer("mtu") or 0,
@@ -140,6 +144,8 @@ def read_routes(ipam: Reader) -> list[Route]:
 
 
 def read_dns(ipam: Reader) -> DNS:
+    from ..types import DNS
+
     d = ipam.obj("dns")
     return DNS(nameservers=d.strings("nameservers"), domain=d.string("domain"),
                search=d.strings("search"), options=d.strings("options"))

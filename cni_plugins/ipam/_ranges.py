@@ -1,7 +1,7 @@
 """Address ranges for host-local: parse with defaults, check, and walk round-robin.
 
-Stdlib `ipaddress` only (at the edges); inside, an address is a plain int and a family
-(4 or 6), which keeps the allocation loop cheap.
+Stdlib only; inside, an address is a plain int and a family (4 or 6), which keeps the
+allocation loop cheap (inet_pton to read one, inet_ntop or ipaddress to print it).
 
     r = parse_range("10.1.0.0/24", "", "", "", where="ipam.ranges[0][0]")
     rs = RangeSet([r], where="ipam.ranges[0]")       # CNIError 7 naming the field
@@ -16,7 +16,6 @@ least two addresses (IPv4 /30, IPv6 /126 at the smallest).
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Iterator
 
 from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton  # socket itself costs 5 ms more to import
@@ -69,6 +68,8 @@ def fmt(version: int, ip: int) -> str:
     ::a.b.c.d where Go writes ::xxxx:xxxx)."""
     if version == 4:
         return inet_ntop(AF_INET, ip.to_bytes(4, "big"))
+    import ipaddress    # only where IPv6 is printed: an import is paid on every exec
+
     return str(ipaddress.IPv6Address(ip))
 
 

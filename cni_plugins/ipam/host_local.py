@@ -18,14 +18,17 @@ store is touched, so a bad request writes nothing.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import CNIError, Code, ErrorList
 from ..skel import CmdArgs
-from ..types import DNS, IPConfig, Result, Route
 from . import _conf, _ranges
 from ._conf import Reader
 from ._ranges import RangeSet, fmt
 from ._store import DEFAULT_DATA_DIR, Held, Owner, Reservation, Store
+
+if TYPE_CHECKING:       # imported by ADD only: DEL, GC, STATUS do without dataclasses
+    from ..types import DNS, IPConfig, Result
 
 ABOUT = "host-local IPAM: addresses from configured ranges, recorded on this host"
 
@@ -36,17 +39,17 @@ class Conf:
     """What the verbs need from the config (read by load_conf, checked by range_sets).
     A plain class: a dataclass costs a millisecond of exec at import, on every exec."""
 
-    __slots__ = ("name", "cni_version", "data_dir", "resolv_conf", "routes", "ranges",
+    __slots__ = ("ipam", "name", "cni_version", "data_dir", "resolv_conf", "ranges",
                  "args_ips", "runtime_ips")
 
-    def __init__(self, name: str, cni_version: str, data_dir: str = DEFAULT_DATA_DIR,
-                 resolv_conf: str = "", routes: list[Route] | None = None,
+    def __init__(self, ipam: Reader, name: str, cni_version: str,
+                 data_dir: str = DEFAULT_DATA_DIR, resolv_conf: str = "",
                  args_ips: list[str] | None = None, runtime_ips: list[str] | None = None) -> None:
+        self.ipam = ipam                    # routes are read from it by ADD alone
         self.name = name
         self.cni_version = cni_version
         self.data_dir = data_dir
         self.resolv_conf = resolv_conf
-        self.routes = routes or []
         self.ranges: list[tuple[str, list[Reader]]] = []     # (where, the set's ranges)
         self.args_ips = args_ips or []                        # args.cni.ips
         self.runtime_ips = runtime_ips or []                  # runtimeConfig.ips
@@ -61,9 +64,9 @@ def load_conf(args: CmdArgs) -> Conf:
         raise _ranges.invalid("ipam", "missing (host-local reads its ranges from it)")
     ipam = top.obj("ipam")
     runtime = top.obj("runtimeConfig")
-    conf = Conf(name=top.string("name"), cni_version=args.cni_version,
+    conf = Conf(ipam, name=top.string("name"), cni_version=args.cni_version,
                 data_dir=ipam.string("dataDir") or DEFAULT_DATA_DIR,
-                resolv_conf=ipam.string("resolvConf"), routes=_conf.read_routes(ipam),
+                resolv_conf=ipam.string("resolvConf"),
                 args_ips=top.obj("args").obj("cni").strings("ips"),
                 runtime_ips=runtime.strings("ips"))
     for i, s in enumerate(runtime.array("ipRanges")):
@@ -152,6 +155,8 @@ def match_requests(sets: list[RangeSet], wanted: list[Wanted]) -> list[Wanted | 
 
 def parse_resolv_conf(path: str) -> DNS:
     """nameserver / domain / search / options lines of a resolv.conf (Go's reading)."""
+    from ..types import DNS
+
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -183,6 +188,8 @@ def allocate(store: Store, held: Held, mine: list[Reservation], index: int, rs: 
              wanted: Wanted | None, owner: Owner) -> IPConfig:
     """Reserve one address of `rs` for `owner`: the requested one, or the next free one
     after the last reserved (round robin). `mine`: what the owner holds already."""
+    from ..types import IPConfig
+
     if wanted is not None:
         fam, ip, where = wanted
         r = rs.locate(fam, ip)
@@ -223,9 +230,12 @@ def allocate(store: Store, held: Held, mine: list[Reservation], index: int, rs: 
 
 
 def cmd_add(args: CmdArgs) -> Result:
+    from ..types import DNS, Result
+
     conf = load_conf(args)
     sets = range_sets(conf)
     per_set = match_requests(sets, requested_ips(args, conf))
+    routes = _conf.read_routes(conf.ipam)
     dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else DNS()
 
     owner = Owner(args.container_id, args.ifname)
@@ -241,7 +251,7 @@ def cmd_add(args: CmdArgs) -> Result:
             for ip in ips:      # only what this request reserved: an earlier ADD's stay
                 store.release(ip.address.partition("/")[0])
             raise
-    return Result(ips=ips, routes=conf.routes, dns=dns)
+    return Result(ips=ips, routes=routes, dns=dns)
 
 
 def cmd_del(args: CmdArgs) -> None:

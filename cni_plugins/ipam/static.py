@@ -9,13 +9,15 @@ CHECK   every address ADD would give (with its gateway, when set) is in prevResu
 
 from __future__ import annotations
 
-import ipaddress
+from typing import TYPE_CHECKING
 
 from ..errors import CNIError, Code
 from ..skel import CmdArgs
-from ..types import IPConfig, Result
 from . import _conf, _ranges
 from ._conf import Reader
+
+if TYPE_CHECKING:       # imported where a result is built: DEL does without dataclasses
+    from ..types import IPConfig, Result
 
 ABOUT = "static IPAM: the addresses named by the config or the runtime"
 
@@ -28,6 +30,8 @@ def load_ipam(args: CmdArgs) -> Reader:
 
 
 def from_config(ipam: Reader) -> list[IPConfig]:
+    from ..types import IPConfig
+
     ips = []
     for a in ipam.objs("addresses"):
         ip = IPConfig(address=_conf.read_cidr(a, "address"), gateway=_conf.read_ip(a, "gateway"))
@@ -41,6 +45,8 @@ def from_config(ipam: Reader) -> list[IPConfig]:
 def from_cni_args(raw: str) -> list[IPConfig]:
     """CNI_ARGS IP=cidr[,cidr...];GATEWAY=ip[,ip...]: a gateway goes to those of these
     addresses whose subnet holds it (not to the config's, as in Go)."""
+    from ..types import IPConfig
+
     kv = _conf.cni_args(raw, ("IP", "GATEWAY"))
     ips = []
     for item in kv.get("IP", "").split(","):
@@ -52,6 +58,8 @@ def from_cni_args(raw: str) -> list[IPConfig]:
     for item in kv.get("GATEWAY", "").split(","):
         if not item.strip():
             continue
+        import ipaddress
+
         try:
             gw = ipaddress.ip_address(_conf.canonical_ip(item.strip()))
         except ValueError as e:
@@ -66,6 +74,8 @@ def from_cni_args(raw: str) -> list[IPConfig]:
 def addresses(args: CmdArgs, ipam: Reader) -> list[IPConfig]:
     """What ADD returns: runtimeConfig.ips, else args.cni.ips, else ipam.addresses and
     then CNI_ARGS IP= (the Go plugin's precedence)."""
+    from ..types import IPConfig
+
     top = Reader(args.conf, "")
     config = from_config(ipam)      # checked even when overridden: a bad config is bad
     for r, key in ((top.obj("runtimeConfig"), "ips"), (top.obj("args").obj("cni"), "ips")):
@@ -82,6 +92,8 @@ def addresses(args: CmdArgs, ipam: Reader) -> list[IPConfig]:
 
 
 def cmd_add(args: CmdArgs) -> Result:
+    from ..types import Result
+
     ipam = load_ipam(args)
     ips = addresses(args, ipam)
     _conf.check_per_family(args.cni_version, [ip.family for ip in ips], "ipam.addresses")
