@@ -29,7 +29,7 @@ import fcntl
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from ..errors import CNIError, Code
 from ._ranges import parse_ip
@@ -49,12 +49,16 @@ def _pause(point: str) -> None:
         time.sleep(float(_PAUSE.partition(":")[2] or 30))
 
 
-class Owner(NamedTuple):
+class Owner:
     """Who holds a reservation. `ifname` is None in files written before ifnames
-    were recorded (they match any ifname of that container)."""
+    were recorded (they match any ifname of that container). A plain class: a
+    typing.NamedTuple costs milliseconds to define, on every exec."""
 
-    container_id: str
-    ifname: str | None
+    __slots__ = ("container_id", "ifname")
+
+    def __init__(self, container_id: str, ifname: str | None) -> None:
+        self.container_id = container_id
+        self.ifname = ifname
 
     @classmethod
     def parse(cls, data: bytes) -> "Owner":
@@ -71,12 +75,25 @@ class Owner(NamedTuple):
     def legacy_of(self, container_id: str) -> bool:
         return self.ifname is None and self.container_id == container_id
 
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Owner) and (self.container_id, self.ifname)
+                == (other.container_id, other.ifname))
 
-class Reservation(NamedTuple):
-    name: str       # the file name: the address as Go prints it
-    family: int
-    ip: int
-    owner: Owner
+    def __hash__(self) -> int:
+        return hash((self.container_id, self.ifname))
+
+    def __repr__(self) -> str:
+        return f"Owner({self.container_id!r}, {self.ifname!r})"
+
+
+class Reservation:
+    __slots__ = ("name", "family", "ip", "owner")
+
+    def __init__(self, name: str, family: int, ip: int, owner: Owner) -> None:
+        self.name = name        # the file name: the address as Go prints it
+        self.family = family
+        self.ip = ip
+        self.owner = owner
 
 
 class Held(dict):  # type: ignore[type-arg]
