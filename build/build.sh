@@ -23,4 +23,8 @@ case "$out" in
     *supportedVersions*) ;;
     *) echo "build: smoke test failed: $BIN loopback VERSION printed: $out" >&2; exit 1 ;;
 esac
+# Bytecode only: a bundle of .py sources would compile on every exec.
+if [ -n "$(find dist/cni-plugins/_internal -name '*.py' -print -quit)" ]; then
+    echo "build: .py sources in dist/cni-plugins/_internal (expected .pyc only)" >&2; exit 1
+fi
 echo "build: ok: $BIN ($(du -sh dist/cni-plugins | cut -f1) in dist/cni-plugins/)"
