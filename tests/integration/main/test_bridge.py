@@ -15,7 +15,8 @@ import pytest
 from cni_plugins import version
 from tests.fixtures.pods import (DEL_STATES, VERSIONS, addrs, assert_result, bridge_conf,
                                  cidr_of, del_in_state, ip_of, is_masq_rule, link, links,
-                                 nft_masq_rules, ping, routes, sysctl, udp_peer, veths)
+                                 nft_masq_rules, ping, routes, sysctl, udp_peer, veths,
+                                 veths_settled)
 
 pytestmark = pytest.mark.root
 
@@ -197,7 +198,7 @@ def test_del_succeeds_and_releases(state, make_node):
     assert node.reservations(NET) == set()
     assert nft_masq_rules(node.host) == []
     if state != "empty-netns":          # without a netns the container end cannot be reached
-        assert veths(node.host) == set()
+        assert veths_settled(node.host) == set()
 
 
 def test_add_onto_existing_ifname_changes_nothing(make_node):

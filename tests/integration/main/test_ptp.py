@@ -15,7 +15,7 @@ import pytest
 from cni_plugins import version
 from tests.fixtures.pods import (DEL_STATES, VERSIONS, addrs, assert_result, del_in_state,
                                  ip_of, is_masq_rule, link, links, nft_masq_rules, ping,
-                                 ptp_conf, routes, sysctl, udp_peer, veths)
+                                 ptp_conf, routes, sysctl, udp_peer, veths, veths_settled)
 
 pytestmark = pytest.mark.root
 
@@ -125,7 +125,7 @@ def test_del_succeeds_and_releases(state, make_node):
     assert r.ok, r.raw
     assert node.reservations(NET) == set()
     if state != "empty-netns":
-        assert veths(node.host) == set()
+        assert veths_settled(node.host) == set()
         assert nft_masq_rules(node.host) == []
 
 
