@@ -820,3 +820,29 @@ def dnat(ip: str, port: int) -> list[dict[str, Any]]:
     return [*immediate(packed, NFT_REG_1), *immediate(struct.pack(">H", port), port_reg),
             *nat(NFT_NAT_DNAT, 2 if version == 4 else 10, reg_addr=NFT_REG_1,
                  reg_proto=port_reg)]
+
+
+# -- conntrack matches (portmap's masqAll) -------------------------------------------------
+
+NFT_CT_STATUS, NFT_CT_PROTO_DST = 2, 12
+IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY = 0, 1
+IPS_DST_NAT = 0x20
+
+
+def ct(key: int, direction: int | None = None, dreg: int = NFT_REG_1) -> list[dict[str, Any]]:
+    """Load a conntrack key (optionally of one direction's tuple) into a register."""
+    attrs: list = [("DREG", dreg), ("KEY", key)]
+    if direction is not None:
+        attrs.append(("DIRECTION", direction))
+    return [expr("ct", *attrs)]
+
+
+def ct_status_dnat() -> list[dict[str, Any]]:
+    """`ct status dnat`: the connection's destination was rewritten."""
+    return [*ct(NFT_CT_STATUS), *bitwise(struct.pack("=I", IPS_DST_NAT)),
+            *cmp("!=", bytes(4))]
+
+
+def ct_original_proto_dst(port: int) -> list[dict[str, Any]]:
+    """`ct original proto-dst 8080`: the port the connection was first addressed to."""
+    return [*ct(NFT_CT_PROTO_DST, IP_CT_DIR_ORIGINAL), *cmp("==", struct.pack(">H", port))]
