@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "bridge": "cni_plugins.main.bridge",
     "loopback": "cni_plugins.main.loopback",
     "macvlan": "cni_plugins.main.macvlan",
+    "portmap": "cni_plugins.meta.portmap",
     "ptp": "cni_plugins.main.ptp",
     "educative": "cni_plugins.meta.educative",
     "host-local": "cni_plugins.ipam.host_local",
