@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 from . import plugins, skel
@@ -20,8 +19,13 @@ def executable() -> str:
     if getattr(sys, "frozen", False):
         return os.path.realpath(sys.executable)
     argv0 = sys.argv[0]
-    found = argv0 if "/" in argv0 else (shutil.which(argv0) or argv0)
-    return os.path.realpath(found)
+    if "/" not in argv0:                 # found through PATH (shutil.which costs ~10 ms)
+        for d in os.environ.get("PATH", "").split(":"):
+            candidate = os.path.join(d or ".", argv0)
+            if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+                argv0 = candidate
+                break
+    return os.path.realpath(argv0)
 
 
 def usage() -> str:

@@ -50,11 +50,23 @@ def cni_env(command: str, *, container_id: str = "", netns: str = "", ifname: st
             base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of one plugin run: `base` (default: ours) with the six CNI
     variables always set, even when empty, so that nothing inherited leaks into them."""
-    env = dict(os.environ if base is None else base)
+    env = _unfrozen(dict(os.environ if base is None else base))
     env.update(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=netns,
                CNI_IFNAME=ifname, CNI_ARGS=args, CNI_PATH=path)
     if netns_override:
         env["CNI_NETNS_OVERRIDE"] = netns_override
+    return env
+
+
+def _unfrozen(env: dict[str, str]) -> dict[str, str]:
+    """The pyinstaller launcher points LD_LIBRARY_PATH at our bundled libraries and sets
+    _PYI_* for itself; a plugin we exec must see the system's libraries, as before us."""
+    if "LD_LIBRARY_PATH_ORIG" in env:
+        env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
+    elif getattr(sys, "frozen", False):
+        env.pop("LD_LIBRARY_PATH", None)
+    for key in [k for k in env if k.startswith("_PYI_") or k == "_MEIPASS2"]:
+        del env[key]
     return env
 
 
