@@ -59,6 +59,30 @@ def validate_network_name(value: Any) -> None:
                        str(value))
 
 
+def parse_cni_args(raw: str, known: tuple[str, ...] = ()) -> dict[str, str]:
+    """CNI_ARGS "K=V;K2=V2" -> dict. Keys outside `known` are refused (CNIError 4)
+    unless IgnoreUnknown=1|true is among them, as in Go's LoadArgs."""
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for pair in raw.split(";"):
+        parts = pair.split("=")
+        if len(parts) != 2 or not parts[0]:
+            raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: invalid pair {pair!r}")
+        out[parts[0]] = parts[1]
+    flag = out.get("IgnoreUnknown", "").lower()
+    if flag not in ("", "0", "1", "true", "false"):
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                       f"CNI_ARGS: IgnoreUnknown: invalid boolean {out['IgnoreUnknown']!r}")
+    ignore = flag in ("1", "true")
+    unknown = [k for k in out if k not in known and k != "IgnoreUnknown"]
+    if unknown and not ignore:
+        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
+                       f"CNI_ARGS: unknown key {unknown[0]!r} "
+                       f"(known: {', '.join(known) or 'none'}; set IgnoreUnknown=1 to allow)")
+    return {k: v for k, v in out.items() if k in known}
+
+
 # The environment, as a table: variable, CmdArgs attribute, verbs that require it,
 # validator (run when required, or whenever the variable is set).
 ENV: tuple[tuple[str, str, frozenset[str], Callable[[str], None] | None], ...] = (

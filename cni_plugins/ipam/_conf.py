@@ -151,28 +151,6 @@ def read_dns(ipam: Reader) -> DNS:
                search=d.strings("search"), options=d.strings("options"))
 
 
-def cni_args(raw: str, known: tuple[str, ...]) -> dict[str, str]:
-    """CNI_ARGS "K=V;K2=V2" as Go's types.LoadArgs reads it: keys outside `known` are
-    refused (CNIError 4) unless IgnoreUnknown=1|true. (netconf.parse_cni_args does the
-    same; it lives beside pydantic, which this path does not import.)"""
-    out: dict[str, str] = {}
-    if not raw:
-        return out
-    for pair in raw.split(";"):
-        parts = pair.split("=")
-        if len(parts) != 2 or not parts[0]:
-            raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: invalid pair {pair!r}")
-        out[parts[0]] = parts[1]
-    flag = out.get("IgnoreUnknown", "").lower()
-    if flag not in ("", "0", "1", "true", "false"):
-        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
-                       f"CNI_ARGS: IgnoreUnknown: invalid boolean {out['IgnoreUnknown']!r}")
-    unknown = [k for k in out if k not in known and k != "IgnoreUnknown"]
-    if unknown and flag not in ("1", "true"):
-        raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES,
-                       f"CNI_ARGS: unknown key {unknown[0]!r} "
-                       f"(known: {', '.join(known)}; set IgnoreUnknown=1 to allow)")
-    return {k: v for k, v in out.items() if k in known}
 
 
 def check_per_family(cni_version: str, families: list[int], where: str) -> None:

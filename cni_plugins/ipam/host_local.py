@@ -21,7 +21,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ..errors import CNIError, Code, ErrorList
-from ..skel import CmdArgs
+from ..skel import CmdArgs, parse_cni_args
 from . import _conf, _ranges
 from ._conf import Reader
 from ._ranges import RangeSet, fmt
@@ -105,7 +105,7 @@ def requested_ips(args: CmdArgs, conf: Conf) -> list[Wanted]:
     """Addresses asked for by CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips (either a
     bare address or CIDR; the prefix is the range's). Duplicates count once."""
     out: list[Wanted] = []
-    ip = _conf.cni_args(args.args, ("IP",)).get("IP", "")
+    ip = parse_cni_args(args.args, ("IP",)).get("IP", "")
     if ip:
         try:
             out.append((*_ranges.parse_ip(ip), "CNI_ARGS IP"))

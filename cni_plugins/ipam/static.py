@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import CNIError, Code
-from ..skel import CmdArgs
+from ..skel import CmdArgs, parse_cni_args
 from . import _conf, _ranges
 from ._conf import Reader
 
@@ -47,7 +47,7 @@ def from_cni_args(raw: str) -> list[IPConfig]:
     addresses whose subnet holds it (not to the config's, as in Go)."""
     from ..types import IPConfig
 
-    kv = _conf.cni_args(raw, ("IP", "GATEWAY"))
+    kv = parse_cni_args(raw, ("IP", "GATEWAY"))
     ips = []
     for item in kv.get("IP", "").split(","):
         if item.strip():
