@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import link, sysctl
-from ..net.iface import configure_iface
+from ..net.iface import check_routes, configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
@@ -169,7 +169,14 @@ def cmd_check(args: CmdArgs) -> None:
             mv = ctr.link(args.ifname)
             if mv is None or mv.kind != "macvlan":
                 raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a macvlan")
+            want = next((i for i in prev.interfaces if i.name == args.ifname and i.sandbox),
+                        None)
+            if want is not None and want.mac and want.mac != mv.mac:
+                raise CNIError(Code.INTERNAL,
+                               f"interface {args.ifname} mac {mv.mac} != expected {want.mac}")
             have = {a.address for a in ctr.addrs(mv.index)}
-        for ip in prev.ips:
-            if ip.address not in have:
-                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+            for ip in prev.ips:
+                if ip.address not in have:
+                    raise CNIError(Code.INTERNAL,
+                                   f"address {ip.address} missing on {args.ifname!r}")
+            check_routes(ctr, prev.routes)

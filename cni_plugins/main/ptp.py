@@ -16,7 +16,7 @@ from pydantic import Field
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import configure_iface
+from ..net.iface import check_routes, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
@@ -157,10 +157,17 @@ def cmd_check(args: CmdArgs) -> None:
         cv = ctr.link(args.ifname)
         if cv is None:
             raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
+        if cv.kind != "veth":
+            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} is not a veth")
+        want = next((i for i in prev.interfaces if i.name == args.ifname and i.sandbox), None)
+        if want is not None and want.mac and want.mac != cv.mac:
+            raise CNIError(Code.INTERNAL,
+                           f"interface {args.ifname} mac {cv.mac} != expected {want.mac}")
         have = {a.address for a in ctr.addrs(cv.index)}
         for ip in prev.ips:
             if ip.address not in have:
                 raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+        check_routes(ctr, prev.routes)
 
 
 def cmd_status(args: CmdArgs) -> None:

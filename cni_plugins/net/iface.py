@@ -1,11 +1,14 @@
 """Apply an IPAM result to an interface, as Go's ipam.ConfigureIface does: addresses of
 the IPs that name this interface, the link up, then the routes (missing gateways filled in
-from the first gateway of the route's family)."""
+from the first gateway of the route's family). check_routes is the CHECK side (Go's
+ip.ValidateExpectedRoute)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from ..errors import CNIError, Code, kernel_errors
-from ..types import Result
+from ..types import Result, Route
 from . import sysctl
 from .netlink import Netlink
 
@@ -43,3 +46,14 @@ def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = Fal
             nl.route_add(r.dst, gw=gw, oif=link.index, mtu=r.mtu, advmss=r.advmss,
                          priority=r.priority, table=r.table or 254,
                          scope=r.scope)
+
+
+def check_routes(nl: Netlink, routes: list[Route]) -> None:
+    """Every route of a prevResult is in the main table: same destination, and the same
+    gateway when the result names one. CNIError on the first missing."""
+    have = nl.routes(4) + nl.routes(6)
+    for r in routes:
+        want = ipaddress.ip_network(r.dst, strict=False)
+        if not any(ipaddress.ip_network(e.dst, strict=False) == want
+                   and (not r.gw or e.gw == r.gw) for e in have):
+            raise CNIError(Code.INTERNAL, f"route {r.dst} via {r.gw or '-'} missing in container")
