@@ -13,10 +13,10 @@ from __future__ import annotations
 import pytest
 
 from cni_plugins import version
-from tests.fixtures.pods import (DEL_STATES, VERSIONS, addrs, assert_result, bridge_conf,
-                                 cidr_of, del_in_state, ip_of, is_masq_rule, link, links,
-                                 nft_masq_rules, ping, routes, sysctl, udp_peer, veths,
-                                 veths_settled)
+from tests.fixtures.pods import (CHECK_CHANGES, DEL_STATES, VERSIONS, addrs, assert_result,
+                                 break_pod, bridge_conf, cidr_of, del_in_state, ip_of,
+                                 is_masq_rule, link, links, nft_masq_rules, ping, routes, sysctl,
+                                 udp_peer, veths, veths_settled)
 
 pytestmark = pytest.mark.root
 
@@ -101,6 +101,20 @@ def test_two_pods_on_a_new_bridge(v, make_node):
     assert nft_masq_rules(node.host) == []
     assert link(node.host, "cni0") is not None         # the bridge stays
     assert node("bridge", "DEL", conf, p1, cid="c1").ok
+
+
+@pytest.mark.parametrize("change", CHECK_CHANGES + ["port-detached"])
+def test_check_fails_after_a_hand_made_change(change, make_node):
+    node = make_node(mode="inproc")
+    pod = node.pod()
+    conf = bridge_conf("1.0.0", node, isDefaultGateway=True)
+    r = node("bridge", "ADD", conf, pod)
+    assert r.ok, r.raw
+    checked = {**conf, "prevResult": r.out}
+    assert node("bridge", "CHECK", checked, pod).ok
+    word = break_pod(change, node, pod, r.out)
+    bad = node("bridge", "CHECK", checked, pod)
+    assert bad.rc == 1 and word in bad.out["msg"], bad.raw
 
 
 @pytest.mark.parametrize("flags,expect", [

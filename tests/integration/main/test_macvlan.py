@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 from cni_plugins import version
-from tests.fixtures.pods import (DEL_STATES, VERSIONS, addrs, assert_result, del_in_state,
-                                 ip_of, link, links, macvlan_conf, ping, routes, sysctl,
-                                 udp_peer)
+from tests.fixtures.pods import (CHECK_CHANGES, DEL_STATES, VERSIONS, addrs, assert_result,
+                                 break_pod, del_in_state, ip_of, link, links, macvlan_conf, ping,
+                                 routes, sysctl, udp_peer)
 
 pytestmark = pytest.mark.root
 
@@ -81,6 +81,21 @@ def test_two_pods_on_one_master(v, make_node):
     assert node.reservations(NET) == set()
     assert host_links(node) == before
     assert node("macvlan", "DEL", conf, p1, cid="c1").ok
+
+
+@pytest.mark.parametrize("change", CHECK_CHANGES)
+def test_check_fails_after_a_hand_made_change(change, make_node):
+    node = make_node(mode="inproc")
+    node.lan()
+    pod = node.pod()
+    conf = macvlan_conf("1.0.0", node, ipam_extra=DEFAULT)
+    r = node("macvlan", "ADD", conf, pod)
+    assert r.ok, r.raw
+    checked = {**conf, "prevResult": r.out}
+    assert node("macvlan", "CHECK", checked, pod).ok
+    word = break_pod(change, node, pod, r.out)
+    bad = node("macvlan", "CHECK", checked, pod)
+    assert bad.rc == 1 and word in bad.out["msg"], bad.raw
 
 
 @pytest.mark.parametrize("mode", ["private", "vepa", "passthru"])

@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 
 from cni_plugins import version
-from tests.fixtures.pods import (DEL_STATES, VERSIONS, addrs, assert_result, del_in_state,
-                                 ip_of, is_masq_rule, link, links, nft_masq_rules, ping,
-                                 ptp_conf, routes, sysctl, udp_peer, veths, veths_settled)
+from tests.fixtures.pods import (CHECK_CHANGES, DEL_STATES, VERSIONS, addrs, assert_result,
+                                 break_pod, del_in_state, ip_of, is_masq_rule, link, links,
+                                 nft_masq_rules, ping, ptp_conf, routes, sysctl, udp_peer, veths,
+                                 veths_settled)
 
 pytestmark = pytest.mark.root
 
@@ -114,6 +115,20 @@ def test_mtu_and_dual_stack(make_node):
     assert node("ptp", "DEL", conf, p1, cid="c1").ok
     assert node("ptp", "DEL", conf, p2, cid="c2").ok
     assert veths(node.host) == set() and node.reservations(NET) == set()
+
+
+@pytest.mark.parametrize("change", CHECK_CHANGES)
+def test_check_fails_after_a_hand_made_change(change, make_node):
+    node = make_node(mode="inproc")
+    pod = node.pod()
+    conf = ptp_conf("1.0.0", node, ipam_extra=DEFAULT)
+    r = node("ptp", "ADD", conf, pod)
+    assert r.ok, r.raw
+    checked = {**conf, "prevResult": r.out}
+    assert node("ptp", "CHECK", checked, pod).ok
+    word = break_pod(change, node, pod, r.out)
+    bad = node("ptp", "CHECK", checked, pod)
+    assert bad.rc == 1 and word in bad.out["msg"], bad.raw
 
 
 @pytest.mark.parametrize("state", DEL_STATES)
