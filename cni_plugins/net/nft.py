@@ -846,3 +846,16 @@ def ct_status_dnat() -> list[dict[str, Any]]:
 def ct_original_proto_dst(port: int) -> list[dict[str, Any]]:
     """`ct original proto-dst 8080`: the port the connection was first addressed to."""
     return [*ct(NFT_CT_PROTO_DST, IP_CT_DIR_ORIGINAL), *cmp("==", struct.pack(">H", port))]
+
+
+def dnat6(ip: str, port: int) -> list[dict[str, Any]]:
+    """`dnat ip6 to [<ip>]:<port>` as nft encodes it: the address in reg 1, the port in
+    reg 2 (the next 128-bit register). The kernel lists registers back in this form,
+    not as dnat()'s 32-bit port register for IPv6 (reg 12, the same storage), so rule
+    comparisons (CHECK) need it. nft also sends the proto-specified flag, which the
+    kernel sets by itself for a rule with a port register."""
+    version, packed, _ = parse_cidr(ip)
+    if version != 6:
+        raise ValueError(f"dnat6 needs an IPv6 address, not {ip!r}")
+    return [*immediate(packed, NFT_REG_1), *immediate(struct.pack(">H", port), NFT_REG_2),
+            *nat(NFT_NAT_DNAT, 10, reg_addr=NFT_REG_1, reg_proto=NFT_REG_2)]
