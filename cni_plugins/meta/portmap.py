@@ -166,8 +166,9 @@ def load_conf(args: CmdArgs) -> Conf:
 
 
 def container_ips(result: Result, ifname: str) -> list[str]:
-    """The first IPv4 and the first IPv6 address of the container (Go's parseConfig):
-    an address whose interface is known must be CNI_IFNAME, inside the sandbox."""
+    """The first IPv4 and the first IPv6 address of the container, as CIDRs (Go's
+    parseConfig): an address whose interface is known must be CNI_IFNAME, inside the
+    sandbox."""
     found: dict[int, str] = {}
     for ip in result.ips:
         if ip.family in found:
@@ -176,7 +177,11 @@ def container_ips(result: Result, ifname: str) -> list[str]:
         if i is not None and 0 <= i < len(result.interfaces) and \
                 (result.interfaces[i].name != ifname or not result.interfaces[i].sandbox):
             continue
-        found[ip.family] = ip.address.split("/")[0]
+        try:
+            ipaddress.ip_interface(ip.address)
+        except ValueError:
+            raise _bad("prevResult.ips", f"invalid address {ip.address!r}") from None
+        found[ip.family] = ip.address
     return [found[v] for v in (4, 6) if v in found]
 
 
@@ -189,13 +194,14 @@ def _prev_result(args: CmdArgs, what: str) -> Result:
 
 # -- route_localnet --------------------------------------------------------------------------
 
-def localnet_interface(result: Result, ipv4: str) -> str:
+def localnet_interface(result: Result, cidr: str) -> str:
     """The host interface whose route leads to the pod (Go's getRoutableHostIF), where
     route_localnet lets 127.0.0.1-sourced packets out. When prevResult names host-side
     interfaces, only one of them qualifies: a route through the node's uplink (no
     gateway address on the bridge) would otherwise open it to 127/8 traffic."""
     from ..net import routeget
 
+    ipv4 = cidr.partition("/")[0]
     with kernel_errors(f"look up the route to {ipv4}"):
         name = routeget.oif_name(ipv4)
     host_side = {i.name for i in result.interfaces if not i.sandbox}
@@ -208,10 +214,10 @@ def _localnet_sysctl(ifname: str) -> str:
     return f"net/ipv4/conf/{ifname}/route_localnet"
 
 
-def enable_localnet(result: Result, ipv4: str) -> None:
+def enable_localnet(result: Result, cidr: str) -> None:
     from ..net import sysctl
 
-    name = localnet_interface(result, ipv4)
+    name = localnet_interface(result, cidr)
     if name:
         with kernel_errors(f"enable route_localnet on {name!r}"):
             sysctl.ensure(_localnet_sysctl(name), "1")

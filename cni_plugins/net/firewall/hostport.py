@@ -21,18 +21,23 @@ nftables backend, so that either implementation finds and removes the other's ru
         }
         chain masquerading {                      # only once a pod asked for snat
             type nat hook postrouting priority srcnat; policy accept;
-            ip saddr 10.1.0.5 ip daddr 10.1.0.5 masquerade comment "<id>"     # hairpin
+            ip saddr 10.1.0.0/24 ip daddr 10.1.0.5 masquerade comment "<id>"  # hairpin, pods
             ip saddr 127.0.0.1 ip daddr 10.1.0.5 masquerade comment "<id>"   # from the host's lo
         }
     }
 
 A container's rules carry its ID as their comment (Go writes exactly that), which is how
 teardown finds them. The table and the five chains are shared: created on first use,
-never removed. IPv6 rules match `meta l4proto` where Go writes `ip6 protocol`, which nft
-does not parse (Go's IPv6 transaction fails); the prerouting chain checks `fib daddr type
-local` before jumping to hostports, as the output chain does and as the iptables backend
-does (`-m addrtype --dst-type LOCAL`); Go's prerouting jump has no such test and so
-rewrites traffic the node only forwards.
+never removed. Where the rules differ from Go's nftables backend, it is to make them work:
+- IPv6 rules match `meta l4proto`; Go writes `ip6 protocol`, which nft does not parse (so
+  Go's IPv6 transaction fails).
+- The prerouting chain checks `fib daddr type local` before jumping to hostports, as the
+  output chain does and as the iptables backend does (`-m addrtype --dst-type LOCAL`);
+  Go's prerouting jump has no such test and rewrites traffic the node only forwards.
+- The hairpin masquerade matches the pod's whole subnet as source, as the iptables
+  backend does (`-s 10.1.0.5/24`): a neighbour on the same bridge reaching the pod
+  through a host port gets the answer straight over the bridge otherwise, from the
+  wrong address. Go's nftables backend matches the pod's address only.
 
 Each call makes one listing per family and at most one transaction. Functions work in
 the netns the calling thread is in.
@@ -97,10 +102,13 @@ def _host_ip(m: Mapping, version: int) -> str | None:
     return "" if ip.is_unspecified else str(ip)
 
 
-def container_rules(ip: str, mappings: Iterable[Mapping], *, snat: bool,
+def container_rules(cidr: str, mappings: Iterable[Mapping], *, snat: bool,
                     masq_all: bool = False) -> list[tuple[str, list[dict]]]:
-    """(chain, expressions) of every rule one container IP gets, in order."""
-    version = 6 if ":" in ip else 4
+    """(chain, expressions) of every rule one container address ("10.1.0.5/24") gets,
+    in order."""
+    version, packed, prefix = nft.parse_cidr(cidr)
+    ip = cidr.partition("/")[0]
+    subnet = f"{ipaddress.ip_address(nft.network(packed, prefix))}/{prefix}"
     out: list[tuple[str, list[dict]]] = []
     masq: list[list[dict]] = []
     for m in mappings:
@@ -108,7 +116,7 @@ def container_rules(ip: str, mappings: Iterable[Mapping], *, snat: bool,
         if host_ip is None:
             continue
         rule = [*_proto(version, m.protocol), *nft.th_dport(m.host_port),
-                *nft.dnat(ip, m.container_port)]
+                *(nft.dnat if version == 4 else nft.dnat6)(ip, m.container_port)]
         if host_ip:
             out.append((HOSTIP_HOSTPORTS, [*nft.addr("daddr", host_ip), *rule]))
         else:
@@ -120,19 +128,20 @@ def container_rules(ip: str, mappings: Iterable[Mapping], *, snat: bool,
             if r not in masq:
                 masq.append(r)
     if snat and not masq_all:
-        # hairpin (the pod reaching itself through a host port), and, for IPv4, the host
-        # reaching 127.0.0.1:port: either needs a source the pod can answer
-        masq.append([*nft.addr("saddr", ip), *nft.addr("daddr", ip), *nft.masq()])
+        # hairpin (the pod, or a neighbour on its bridge, reaching it through a host
+        # port), and, for IPv4, the host reaching 127.0.0.1:port: each needs a source
+        # the pod answers through the node
+        masq.append([*nft.addr("saddr", subnet), *nft.addr("daddr", ip), *nft.masq()])
         if version == 4:
             masq.append([*nft.addr("saddr", "127.0.0.1"), *nft.addr("daddr", ip), *nft.masq()])
     out += [(MASQUERADING, r) for r in masq]
     return out
 
 
-def _by_family(ips: Iterable[str]) -> dict[str, list[str]]:
+def _by_family(cidrs: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for ip in ips:
-        out.setdefault(FAMILIES[6 if ":" in ip else 4], []).append(ip)
+    for cidr in cidrs:
+        out.setdefault(FAMILIES[6 if ":" in cidr else 4], []).append(cidr)
     return out
 
 
@@ -163,9 +172,10 @@ def _comment(container_id: str) -> str:
 
 # -- verbs ----------------------------------------------------------------------------------
 
-def setup(container_id: str, ips: Iterable[str], mappings: list[Mapping], *, snat: bool,
+def setup(container_id: str, cidrs: Iterable[str], mappings: list[Mapping], *, snat: bool,
           masq_all: bool = False) -> None:
-    """Forward the mappings to each container IP: one transaction for both families.
+    """Forward the mappings to each container address (CIDRs, as in a result): one
+    transaction for both families.
 
     Rules this container already has (an ADD repeated without DEL) are replaced. The
     hook chains are rewritten only when they differ from ours, so that a usual ADD
@@ -173,10 +183,9 @@ def setup(container_id: str, ips: Iterable[str], mappings: list[Mapping], *, sna
     socket closes).
     """
     comment = _comment(container_id)
-    families = _by_family(ips)
-    wanted = {fam: [rule for ip in fam_ips
-                    for rule in container_rules(ip, mappings, snat=snat, masq_all=masq_all)]
-              for fam, fam_ips in families.items()}
+    wanted = {fam: [rule for cidr in fam_cidrs
+                    for rule in container_rules(cidr, mappings, snat=snat, masq_all=masq_all)]
+              for fam, fam_cidrs in _by_family(cidrs).items()}
     hooks = hook_rules()
     hooks_raw = [_raw(r) for r in hooks]
     with kernel_errors(f"set up port forwarding for container {container_id!r} in "
@@ -246,7 +255,7 @@ def teardown(container_id: str) -> None:
             raise OSError(errno.EAGAIN, "rules kept changing while deleting them")
 
 
-def check(container_id: str, ips: Iterable[str], mappings: list[Mapping], *, snat: bool,
+def check(container_id: str, cidrs: Iterable[str], mappings: list[Mapping], *, snat: bool,
           masq_all: bool = False) -> None:
     """CHECK: table, chains, hook rules and exactly this container's rules in place.
     Raises CNIError naming the first difference."""
@@ -256,7 +265,7 @@ def check(container_id: str, ips: Iterable[str], mappings: list[Mapping], *, sna
 
     with kernel_errors(f"check port forwarding for container {container_id!r}"), \
             nft.NFT() as sock:
-        for fam, fam_ips in _by_family(ips).items():
+        for fam, fam_cidrs in _by_family(cidrs).items():
             where = f"table {fam} {TABLE}"
             if sock.table(fam, TABLE) is None:
                 raise fail(f"{where} is missing")
@@ -274,14 +283,14 @@ def check(container_id: str, ips: Iterable[str], mappings: list[Mapping], *, sna
             for chain in (PREROUTING, OUTPUT):
                 _check_hook_chain(fail, where, chain, [r for r in rules if r.chain == chain])
             ours = [r for r in rules if r.comment == container_id]
-            for ip in fam_ips:
-                for chain, exprs in container_rules(ip, mappings, snat=snat,
+            for cidr in fam_cidrs:
+                for chain, exprs in container_rules(cidr, mappings, snat=snat,
                                                     masq_all=masq_all):
                     want = nft.expected(exprs)
                     found = next((r for r in ours if r.chain == chain
                                   and nft.exprs_match(want, r.exprs())), None)
                     if found is None:
-                        raise fail(f"a rule for {ip} is missing from chain {chain} of "
+                        raise fail(f"a rule for {cidr} is missing from chain {chain} of "
                                    f"{where}")
                     ours.remove(found)
             if ours:
