@@ -20,6 +20,8 @@ Deviations from Go 1.1.1, deliberate and asserted here so that a change shows up
   Both use qdisc noqueue, so nothing ever queues: txqlen is left out of the comparison.
 - macvlan DEL with the master gone: Go 1.1.1 fails (it looks the master up first); ours
   succeeds and releases the IP.
+- CHECK: ours and Go's fail on the same hand-made changes (address, link, route, MAC, the
+  bridge port detached); the messages differ.
 Mixed chains: our plugins with Go's host-local, and Go's with ours (when registered).
 """
 
@@ -34,9 +36,9 @@ import pytest
 
 from cni_plugins import plugins, version
 from cni_plugins.types import convert
-from tests.fixtures.pods import (GO_VERSIONS, addrs, bridge_conf, iface_only_dir, ip_of,
-                                 ipam_path, links, macvlan_conf, make_node,  # noqa: F401
-                                 ping, ptp_conf, routes, sysctl)
+from tests.fixtures.pods import (CHECK_CHANGES, GO_VERSIONS, addrs, break_pod, bridge_conf,
+                                 iface_only_dir, ip_of, ipam_path, links,  # noqa: F401
+                                 macvlan_conf, make_node, ping, ptp_conf, routes, sysctl)
 from tests.fixtures.run import GO_DIR
 
 pytestmark = [pytest.mark.root, pytest.mark.oracle]
@@ -203,6 +205,29 @@ def test_same_errors_state_after_failed_add_onto_existing_ifname(plugin, make_no
         assert node.reservations(conf["name"]) == set()
         states.append(snapshot(node, pod))
     assert_same(states[0], states[1])
+
+
+@pytest.mark.parametrize("plugin", ["bridge", "ptp", "macvlan"])
+def test_check_fails_where_go_fails(plugin, make_node):
+    """After each hand-made change both CHECKs fail (and both pass before it)."""
+    changes = CHECK_CHANGES + (["port-detached"] if plugin == "bridge" else [])
+
+    def run(name: str, node) -> tuple[list[int], list[int]]:
+        prepare(plugin, node)
+        conf = CONFS[plugin]("1.0.0", node)
+        pods = [node.pod() for _ in changes]
+        adds = node.parallel([(plugin, "ADD", conf, p, f"c{i}") for i, p in enumerate(pods)])
+        assert all(r.ok for r in adds), [r.raw for r in adds]
+        checks = [(plugin, "CHECK", {**conf, "prevResult": r.out}, p, f"c{i}")
+                  for i, (r, p) in enumerate(zip(adds, pods))]
+        before = node.parallel(checks)
+        for change, p, r in zip(changes, pods, adds):
+            break_pod(change, node, p, r.out)
+        after = node.parallel(checks)
+        return [r.rc for r in before], [r.rc for r in after]
+
+    outcome = both({"ours": make_node(), "go": make_node(impl="go")}, run)
+    assert outcome["ours"] == outcome["go"] == ([0] * len(changes), [1] * len(changes))
 
 
 def test_macvlan_del_with_master_gone(make_node):
