@@ -6,7 +6,8 @@ plugin. Then: the ADD failed with the injected error (so the step exists and was
 reached), the container holds only lo, the host has no pod veth and no route to the pod,
 the bridge carries no address this ADD added, no reservation is left in dataDir, and no
 masquerade rule of this container exists. With another pod already on the bridge, its
-gateway address, reservation and rule survive the rollback."""
+gateway address, reservation and rule survive the rollback. Two real failures (an exhausted
+range, a bridge holding another address) are rolled back the same way."""
 
 from __future__ import annotations
 
@@ -82,3 +83,46 @@ def test_failed_add_keeps_what_other_pods_use(step, make_node):
     assert node.reservations(conf["name"]) == kept
     assert len(nft_masq_rules(node.host, "first")) == 1
     assert nft_masq_rules(node.host, "victim") == []
+
+
+@pytest.mark.parametrize("plugin", list(STEPS))
+def test_real_ipam_failure_leaves_nothing(plugin, make_node):
+    """Not injected: the range holds one address, so the second ADD fails in IPAM after
+    (bridge, macvlan) or before (ptp) the link exists; the first pod is untouched."""
+    node = make_node(mode="inproc")
+    if plugin == "macvlan":
+        node.lan()
+    conf = conf_for(plugin, node)
+    subnet = conf["ipam"]["subnet"].rsplit(".", 1)[0]
+    conf["ipam"].update(rangeStart=f"{subnet}.10", rangeEnd=f"{subnet}.10")
+    first, second = node.pod(), node.pod()
+    assert node(plugin, "ADD", conf, first, cid="first").ok
+    ports = veths(node.host)
+    r = node(plugin, "ADD", conf, second, cid="second")
+    assert r.rc == 1, r.raw
+    assert set(links(second)) == {"lo"}
+    assert veths(node.host) == ports
+    assert node.reservations(conf["name"]) == {f"{subnet}.10"}
+    assert nft_masq_rules(node.host, "second") == []
+    if plugin == "bridge":
+        assert addrs(node.host, "cni0") == {"10.77.0.1/24"}
+
+
+def test_gateway_conflict_rolls_back(make_node):
+    """The bridge holds another address and forceAddress is off: the ADD fails after the
+    veth and IPAM steps, and both are undone."""
+    node = make_node(mode="inproc")
+    node.host.sh("ip", "link", "add", "cni0", "type", "bridge")
+    node.host.sh("ip", "addr", "add", "10.99.0.1/24", "dev", "cni0")
+    conf = conf_for("bridge", node)
+    pod = node.pod()
+    r = node("bridge", "ADD", conf, pod)
+    assert r.rc == 1 and "already has an IP address" in r.out["msg"], r.raw
+    assert set(links(pod)) == {"lo"} and veths(node.host) == set()
+    assert node.reservations(conf["name"]) == set()
+    assert addrs(node.host, "cni0") == {"10.99.0.1/24"}
+    assert nft_masq_rules(node.host) == []
+    # with forceAddress the old address gives way
+    r = node("bridge", "ADD", {**conf, "forceAddress": True}, pod)
+    assert r.ok, r.raw
+    assert addrs(node.host, "cni0") == {"10.77.0.1/24"}
