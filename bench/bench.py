@@ -83,6 +83,8 @@ class Case:
     expect: dict[str, Expect] = field(default_factory=dict)    # per verb; default status 0
     ifname: str = "eth0"
     go_fallback: bool = False       # our CNI_PATH ends with the Go dir (a delegate we lack yet)
+    prime: bool = False             # an untimed ADD of another pod first (its own netns): the
+                                    # bridge, gateway address, masquerade table, IPAM store exist
 
     @property
     def needs_root(self) -> bool:
@@ -154,6 +156,98 @@ def _bandwidth_conf(ctx: Ctx) -> dict[str, Any]:
 CASES += [
     Case("bandwidth (ingress + egress)", "bandwidth", ("ADD", "CHECK", "DEL"), _bandwidth_conf,
          netns=True, host_netns=True, setup=_bandwidth_setup),
+]
+
+
+# portmap chained after a veth pair made in setup (untimed), one TCP mapping with snat, so
+# ADD also sets route_localnet on the host end. Go's 1.1.1 portmap knows only iptables
+# (19 iptables execs per ADD) against our one nftables transaction. "first pod": the ADD
+# creates the table and chains in a fresh node; "pod 2": another pod's ADD (untimed, same
+# implementation) has made them already, a node's steady state. No CHECK: Go's fails for
+# IPv4-only pods (it looks for the chain in ip6tables too).
+def _portmap_setup(ctx: Ctx, prime: bool = False) -> None:
+    for cmd in (["link", "add", "pmveth0", "type", "veth", "peer", "name", "eth0", "netns",
+                 ctx.netns],
+                ["link", "set", "pmveth0", "up"],
+                ["addr", "add", "10.99.0.1/24", "dev", "pmveth0"]):
+        subprocess.run(["ip", *cmd], check=True, capture_output=True)
+    ctx.state["prev"] = {"cniVersion": "1.0.0", "interfaces": [
+        {"name": "pmveth0"}, {"name": "eth0", "sandbox": ctx.netns}],
+        "ips": [{"address": "10.99.0.2/24", "interface": 1}]}
+    if prime:
+        prev = {**ctx.state["prev"], "ips": [{"address": "10.99.0.3/24", "interface": 1}]}
+        conf = _portmap_conf(ctx, 8081, prev)
+        env = {**base_env(), "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "bench-prime",
+               "CNI_NETNS": ctx.netns, "CNI_IFNAME": "eth0", "CNI_PATH": ctx.cni_path}
+        subprocess.run([os.path.join(ctx.cni_path, "portmap")], input=json.dumps(conf).encode(),
+                       env=env, check=True, capture_output=True)
+
+
+def _portmap_conf(ctx: Ctx, port: int = 8080, prev: dict | None = None) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "name": "bench-pm", "type": "portmap",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": port, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev or ctx.state["prev"]}
+
+
+CASES += [
+    Case("portmap (first pod)", "portmap", ("ADD", "DEL"), _portmap_conf,
+         netns=True, host_netns=True, setup=_portmap_setup),
+    Case("portmap (pod 2)", "portmap", ("ADD", "DEL"), _portmap_conf,
+         netns=True, host_netns=True, setup=lambda ctx: _portmap_setup(ctx, prime=True)),
+]
+
+
+# bridge, ptp and macvlan with host-local (ours delegates to our host-local, found in the
+# same CNI_PATH; Go's to Go's), in a throw-away host netns, primed with one pod so that the
+# timed ADD is a node's steady state: the bridge and its gateway address, the masquerade
+# table and chain (ipMasq) and the IPAM store exist. ipMasq is Go's iptables path (1.1.1
+# knows no other) against our nftables one; macvlan has no ipMasq in Go, so none here.
+def _main_conf(plugin: str, masq: bool, **extra: Any) -> Callable[[Ctx], dict[str, Any]]:
+    def conf(ctx: Ctx) -> dict[str, Any]:
+        c = {"cniVersion": "1.0.0", "name": f"bench-{plugin}", "type": plugin, **extra,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]],
+                      "dataDir": os.path.join(ctx.tmp, "ipam")}}
+        if masq:
+            c["ipMasq"] = True
+        return c
+    return conf
+
+
+def _bridge_setup(ctx: Ctx) -> None:
+    subprocess.run(["ip", "link", "add", "cnibench0", "type", "bridge"], check=True,
+                   capture_output=True)
+
+
+# macvlan's master: one end of a veth pair in the host netns, carrying the default route
+# (the config names no master, so both implementations look it up, as on a plain node).
+def _macvlan_setup(ctx: Ctx) -> None:
+    for cmd in (["link", "add", "cnibm0", "type", "veth", "peer", "name", "cnibm1"],
+                ["link", "set", "cnibm1", "up"], ["link", "set", "cnibm0", "up"],
+                ["addr", "add", "192.0.2.1/24", "dev", "cnibm0"],
+                ["route", "add", "default", "via", "192.0.2.254", "dev", "cnibm0"]):
+        subprocess.run(["ip", *cmd], check=True, capture_output=True)
+
+
+_BRIDGE = {"bridge": "cnibench0", "isGateway": True}
+CASES += [
+    Case("bridge+host-local", "bridge", ("ADD", "DEL"), _main_conf("bridge", False, **_BRIDGE),
+         netns=True, host_netns=True, prime=True, setup=_bridge_setup),
+    Case("bridge+host-local+ipMasq", "bridge", ("ADD", "DEL"),
+         _main_conf("bridge", True, **_BRIDGE),
+         netns=True, host_netns=True, prime=True, setup=_bridge_setup),
+    Case("ptp+host-local", "ptp", ("ADD", "DEL"), _main_conf("ptp", False),
+         netns=True, host_netns=True, prime=True),
+    Case("ptp+host-local+ipMasq", "ptp", ("ADD", "DEL"), _main_conf("ptp", True),
+         netns=True, host_netns=True, prime=True),
+    Case("macvlan+host-local", "macvlan", ("ADD", "DEL"), _main_conf("macvlan", False),
+         netns=True, host_netns=True, prime=True, setup=_macvlan_setup),
+]
+
+# What masquerading costs: (ADD+DEL with ipMasq) - (ADD+DEL without), per implementation.
+MASQ_PAIRS: list[tuple[str, str, str]] = [
+    ("bridge", "bridge+host-local+ipMasq", "bridge+host-local"),
+    ("ptp", "ptp+host-local+ipMasq", "ptp+host-local"),
 ]
 
 
@@ -257,8 +351,16 @@ def spawn(path: str, env: dict[str, str], stdin: bytes, stderr_file: int) -> Out
                    b"".join(chunks), err)
 
 
+# Extra environment per implementation label (set in main): for a venv, its bytecode cache
+# and, with --tree, the snapshot to import cni_plugins from.
+IMPL_ENV: dict[str, dict[str, str]] = {}
+
+
 def base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    # PYTHONDONTWRITEBYTECODE (set in some dev shells) would make a venv plugin compile every
+    # module on every exec once its .pyc files are stale; an installed package has them.
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("CNI_") and k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def check(case: Case, verb: str, out: Outcome) -> str:
@@ -305,6 +407,7 @@ def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file
         env = base_env()
         env.update(CNI_CONTAINERID=ctx.container_id, CNI_NETNS=ctx.netns, CNI_IFNAME=case.ifname,
                    CNI_PATH=cni_path)
+        env.update(IMPL_ENV.get(impl, {}))
         env.update(ctx.env)
         for k, v in case.env.items():
             if v is None:
@@ -314,6 +417,15 @@ def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file
         if case.go_fallback and impl != "go":
             env["CNI_PATH"] = f"{cni_path}:{go_dir}"
         plugin = os.path.join(cni_path, case.plugin)
+        if case.prime:
+            name = netns_add()
+            made.append(name)
+            penv = dict(env, CNI_COMMAND="ADD", CNI_CONTAINERID=ctx.container_id + "-prime",
+                        CNI_NETNS=os.path.join(NETNS_DIR, name))
+            with inside(ctx.host_netns):
+                out = spawn(plugin, penv, stdin, stderr_file)
+            if problem := check(case, "ADD", out):
+                problems.append(((impl, "prime ADD"), problem))
         for verb in case.verbs:
             env["CNI_COMMAND"] = verb
             with inside(ctx.host_netns):
@@ -368,11 +480,54 @@ def label_for(path: str, taken: set[str]) -> str:
     return label
 
 
+def snapshot(rev: str, directory: str) -> str:
+    """cni_plugins at `rev`, extracted under `directory`; the path to put on PYTHONPATH."""
+    tree = os.path.join(directory, "tree")
+    os.mkdir(tree)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "cni_plugins"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"bench: git archive {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+    return tree
+
+
 def install_links(binary: str, directory: str) -> None:
     r = subprocess.run([binary, "install", "--dir", directory], capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"bench: {binary} install --dir {directory} failed: "
                          f"{(r.stderr or r.stdout).strip()}")
+
+
+def masq_report(results: dict[str, dict[tuple[str, str], list[float]]],
+                labels: list[str]) -> None:
+    """(ADD+DEL with ipMasq) - (ADD+DEL without), from the medians of per-run ADD+DEL."""
+    pairs = [p for p in MASQ_PAIRS if p[1] in results and p[2] in results]
+    if not pairs:
+        return
+    ours = labels[:-1]
+    print("\nmasquerading cost = median(ADD+DEL, ipMasq) - median(ADD+DEL, without), ms; "
+          "ours: nftables netlink, go: iptables")
+    header = f"{'plugin':28} {'':8}" + "".join(f" {lbl:>11} {'':7}" for lbl in labels)
+    header += "".join(f" {lbl + '/go':>10}" for lbl in ours)
+    print(header)
+    for plugin, with_masq, without in pairs:
+        cost: dict[str, float] = {}
+        for lbl in labels:
+            sums = []
+            for case in (with_masq, without):
+                add, dele = results[case].get((lbl, "ADD")), results[case].get((lbl, "DEL"))
+                sums.append(statistics.median(a + d for a, d in zip(add, dele))
+                            if add and dele else None)
+            if None not in sums:
+                cost[lbl] = sums[0] - sums[1]
+        row = f"{plugin + ' ipMasq':28} {'ADD+DEL':8}"
+        row += "".join(f" {cost[lbl]:11.1f} {'':7}" if lbl in cost else f" {'-':>11} {'':7}"
+                       for lbl in labels)
+        for lbl in ours:
+            row += (f" {cost[lbl] / cost['go']:9.2f}x" if lbl in cost and cost.get("go", 0) > 0
+                    else f" {'-':>10}")
+        print(row, flush=True)
 
 
 def main() -> int:
@@ -386,6 +541,9 @@ def main() -> int:
     ap.add_argument("--metric", choices=("wall", "cpu"), default="wall",
                     help="wall: spawn to reap (default); cpu: the plugin's user+sys time, "
                          "steadier on a loaded machine")
+    ap.add_argument("--tree", metavar="REV",
+                    help="a venv --bin imports cni_plugins from `git archive REV` in a temp dir "
+                         "(PYTHONPATH) instead of the working tree others may be editing")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     opts = ap.parse_args()
 
@@ -410,6 +568,11 @@ def main() -> int:
         if not os.access(b, os.X_OK):
             raise SystemExit(f"bench: {b} is not executable")
     linkdir = tempfile.mkdtemp(prefix="cni-bench-bin-")
+    try:
+        tree = snapshot(opts.tree, linkdir) if opts.tree else ""
+    except BaseException:
+        shutil.rmtree(linkdir, ignore_errors=True)
+        raise
     stderr_path = os.path.join(linkdir, "stderr")
     stderr_file = os.open(stderr_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     impls: list[tuple[str, str]] = []       # (label, CNI_PATH)
@@ -420,6 +583,10 @@ def main() -> int:
         d = os.path.join(linkdir, label)
         install_links(b, d)
         impls.append((label, d))
+        if label != "frozen":
+            IMPL_ENV[label] = {"PYTHONPYCACHEPREFIX": os.path.join(linkdir, "pyc")}
+            if tree:
+                IMPL_ENV[label]["PYTHONPATH"] = tree
     impls.append(("go", opts.go_dir))
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -433,7 +600,13 @@ def main() -> int:
     print(f"cni-plugins bench, {now:%Y-%m-%d %H:%M:%S %Z}")
     print(machine())
     for (label, _), b in zip(impls, bins):
-        print(f"ours: {label} = {b}")
+        src = ""
+        if label != "frozen":
+            src = f" (cni_plugins from {opts.tree} " + (
+                subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", opts.tree],
+                               capture_output=True, text=True).stdout.strip() + ")"
+                if opts.tree else "the working tree)")
+        print(f"ours: {label} = {b}{src}")
     print(f"go:   {opts.go_dir}")
     print(f"{opts.runs} timed runs per case after {WARMUP} warm-up, implementations alternating "
           f"(order flipped every run); {opts.metric} ms; ratio = ours median / go median")
@@ -448,6 +621,7 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     all_problems: list[str] = []
+    results: dict[str, dict[tuple[str, str], list[float]]] = {}
     try:
         for case in cases:
             present = [(lbl, d) for lbl, d in impls
@@ -483,6 +657,8 @@ def main() -> int:
             for (lbl, verb), text in problems.items():
                 print(f"  ! {case.name}: {lbl} {verb}: {text}", flush=True)
             all_problems += problems.values()
+            results[case.name] = samples
+        masq_report(results, labels)
     except KeyboardInterrupt as e:
         print(f"\nbench: interrupted ({str(e) or 'Ctrl-C'}); cleaning up", file=sys.stderr)
         return 130
