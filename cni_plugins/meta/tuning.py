@@ -27,6 +27,7 @@ from ..types import Result
 
 DEFAULT_DATA_DIR = "/run/cni/tuning"
 ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
+MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
 CNI_ARG_KEYS = ("MAC", "IP", "K8S_POD_NAME", "K8S_POD_NAMESPACE",
                 "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID")
 
@@ -90,6 +91,13 @@ def check_allowlist(keys: list[str], path: str = ALLOWLIST) -> None:
                            "allowed: " + ", ".join(patterns))
 
 
+def check_mac(mac: str) -> None:
+    """An Ethernet address as xx:xx:xx:xx:xx:xx, refused before anything is changed."""
+    if mac and not MAC_RE.fullmatch(mac):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: mac: invalid MAC address {mac!r}")
+
+
 def backup_path(conf: Conf, args: CmdArgs) -> str:
     return os.path.join(conf.data_dir, f"{args.container_id}_{args.ifname}.json")
 
@@ -130,6 +138,7 @@ def cmd_add(args: CmdArgs) -> Result:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "Required prevResult missing")
     paths = {key: sysctl_path(key, args.ifname) for key in conf.sysctl}
     check_allowlist(list(conf.sysctl))
+    check_mac(conf.mac)
     with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
         for key, value in conf.sysctl.items():
             with kernel_errors(f"set sysctl {key!r}"):
