@@ -76,7 +76,10 @@ def sysctl_path(key: str, ifname: str) -> str:
     return "/".join(parts)
 
 
-def check_allowlist(keys: list[str], path: str = ALLOWLIST) -> None:
+def check_allowlist(keys: list[str], path: str | None = None) -> None:
+    """Each key must match one of the file's patterns somewhere (Go's
+    regexp.MatchString: anchor a pattern with ^…$ to match whole keys)."""
+    path = path or ALLOWLIST
     try:
         with open(path) as f:
             patterns = [line.strip() for line in f if line.strip()]
@@ -85,7 +88,7 @@ def check_allowlist(keys: list[str], path: str = ALLOWLIST) -> None:
     except OSError as e:
         raise CNIError(Code.IO_FAILURE, f"failed to read {path}: {e.strerror}") from e
     for key in keys:
-        if not any(re.fullmatch(p, key) for p in patterns):
+        if not any(re.search(p, key) for p in patterns):
             raise CNIError(Code.INVALID_NETWORK_CONFIG,
                            f"invalid config: sysctl: {key!r} is not allowed by {path}",
                            "allowed: " + ", ".join(patterns))
