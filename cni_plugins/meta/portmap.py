@@ -28,26 +28,26 @@ match case-insensitively, exact match first, as Go's encoding/json does.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CNIError, Code, kernel_errors
-from ..net.firewall.hostport import PROTOCOLS, Mapping
+from ..net.firewall.hostport import PROTOCOLS, Mapping, parse_ip
 from ..skel import CmdArgs
 from ..types import Result
 
 DEFAULT_MARK_BIT = 13           # Go's default; Kubernetes uses 14 and 15
 
 
-@dataclass
 class Conf:
-    mappings: list[Mapping] = field(default_factory=list)
-    snat: bool = True
-    masq_all: bool = False
-    mark_masq_bit: int = DEFAULT_MARK_BIT
+    __slots__ = ("mappings", "snat", "masq_all", "mark_masq_bit")
+
+    def __init__(self, snat: bool = True, masq_all: bool = False) -> None:
+        self.mappings: list[Mapping] = []
+        self.snat = snat
+        self.masq_all = masq_all
+        self.mark_masq_bit = DEFAULT_MARK_BIT
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def _mapping(entry: Any, where: str) -> Mapping:
         raise _bad(f"{where}.hostIP", "must be an IP address", host_ip)
     if host_ip:
         try:
-            ipaddress.ip_address(host_ip)
+            parse_ip(host_ip)
         except ValueError:
             raise _bad(f"{where}.hostIP", f"invalid IP address {host_ip!r}") from None
     return Mapping(host_port, container_port, proto.lower(), host_ip)
@@ -177,8 +177,11 @@ def container_ips(result: Result, ifname: str) -> list[str]:
         if i is not None and 0 <= i < len(result.interfaces) and \
                 (result.interfaces[i].name != ifname or not result.interfaces[i].sandbox):
             continue
+        addr, _, plen = ip.address.partition("/")
         try:
-            ipaddress.ip_interface(ip.address)
+            version, _ = parse_ip(addr)
+            if plen and not 0 <= int(plen) <= (32 if version == 4 else 128):
+                raise ValueError(plen)
         except ValueError:
             raise _bad("prevResult.ips", f"invalid address {ip.address!r}") from None
         found[ip.family] = ip.address

@@ -40,18 +40,19 @@ never removed. Where the rules differ from Go's nftables backend, it is to make 
   wrong address. Go's nftables backend matches the pod's address only.
 
 Each call makes one listing per family and at most one transaction. Functions work in
-the netns the calling thread is in.
+the netns the calling thread is in. setup() and teardown() encode through net/nftwire.py
+and never load pyroute2; check() decodes rules through it (net/nft.py).
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
-from dataclasses import dataclass
+import socket
+from collections import namedtuple
 from typing import Iterable
 
 from ...errors import CNIError, Code, kernel_errors
-from .. import nft
+from .. import nft, nftwire
 
 TABLE = "cni_hostport"
 TABLE_COMMENT = "CNI portmap plugin"        # Go's, kept identical
@@ -70,12 +71,30 @@ _ATTEMPTS = 4
 _NO_NFTABLES = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP}
 
 
-@dataclass(frozen=True)
-class Mapping:
-    host_port: int
-    container_port: int
-    protocol: str               # tcp | udp | sctp
-    host_ip: str = ""           # "" (or 0.0.0.0 / ::): every local address
+# One runtimeConfig.portMappings entry. protocol: tcp | udp | sctp; host_ip: "" (or
+# 0.0.0.0 / ::) for every local address. (A named tuple: a dataclass costs a millisecond
+# or two to create on these machines, a plugin exec pays it.)
+Mapping = namedtuple("Mapping", "host_port container_port protocol host_ip", defaults=("",))
+
+
+def parse_ip(text: str) -> tuple[int, bytes]:
+    """(4 or 6, packed) for an IP address; IPv4-mapped IPv6 counts as IPv4, as Go's
+    To4() has it. ValueError when `text` is no address."""
+    try:
+        return 4, socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
+        raise ValueError(f"invalid IP address {text!r}") from None
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":
+        return 4, packed[12:]
+    return 6, packed
+
+
+def _ntop(packed: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
 
 
 # -- the rules -----------------------------------------------------------------------------
@@ -94,12 +113,10 @@ def _host_ip(m: Mapping, version: int) -> str | None:
     hostIP is of the other family (Go skips the mapping for this container IP)."""
     if not m.host_ip:
         return ""
-    ip = ipaddress.ip_address(m.host_ip)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.version != version:
+    ip_version, packed = parse_ip(m.host_ip)
+    if ip_version != version:
         return None
-    return "" if ip.is_unspecified else str(ip)
+    return "" if not any(packed) else _ntop(packed)
 
 
 def container_rules(cidr: str, mappings: Iterable[Mapping], *, snat: bool,
@@ -108,7 +125,7 @@ def container_rules(cidr: str, mappings: Iterable[Mapping], *, snat: bool,
     in order."""
     version, packed, prefix = nft.parse_cidr(cidr)
     ip = cidr.partition("/")[0]
-    subnet = f"{ipaddress.ip_address(nft.network(packed, prefix))}/{prefix}"
+    subnet = f"{_ntop(nft.network(packed, prefix))}/{prefix}"
     out: list[tuple[str, list[dict]]] = []
     masq: list[list[dict]] = []
     for m in mappings:
@@ -145,16 +162,6 @@ def _by_family(cidrs: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _raw(exprs: list[dict]) -> bytes:
-    """NFTA_RULE_EXPRESSIONS as we encode it; the kernel dumps the hook chains' rules
-    byte for byte the same, so a listing tells whether they need rewriting without
-    decoding them."""
-    msg = nft.msg_classes().rule()
-    msg["attrs"] = [("NFTA_RULE_EXPRESSIONS", exprs)]
-    msg.encode()
-    return bytes(msg.data)[16 + 4 + 4:]         # nlmsghdr, nfgenmsg, the attribute's header
-
-
 def _hooks_in_place(rules: list[nft.Rule], want: list[bytes]) -> bool:
     for chain in (PREROUTING, OUTPUT):
         if [r.raw for r in rules if r.chain == chain] != want:
@@ -187,9 +194,11 @@ def setup(container_id: str, cidrs: Iterable[str], mappings: list[Mapping], *, s
                     for rule in container_rules(cidr, mappings, snat=snat, masq_all=masq_all)]
               for fam, fam_cidrs in _by_family(cidrs).items()}
     hooks = hook_rules()
-    hooks_raw = [_raw(r) for r in hooks]
+    # the kernel lists the hook chains' rules back byte for byte as we encode them, so a
+    # listing tells whether they need rewriting without decoding them
+    hooks_raw = [nftwire.expressions(r) for r in hooks]
     with kernel_errors(f"set up port forwarding for container {container_id!r} in "
-                       f"table {TABLE}"), nft.NFT() as sock:
+                       f"table {TABLE}"), nftwire.NFT() as sock:
         for attempt in range(_ATTEMPTS):
             b = nft.Batch()
             stale = False
@@ -226,7 +235,7 @@ def teardown(container_id: str) -> None:
     they, the chains or the table are gone already. The shared chains stay."""
     with kernel_errors(f"tear down port forwarding for container {container_id!r}"):
         try:
-            sock = nft.NFT()
+            sock = nftwire.NFT()
         except OSError as e:
             if e.errno in _NO_NFTABLES:
                 return

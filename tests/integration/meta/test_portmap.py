@@ -453,7 +453,13 @@ def test_two_pods_and_rule_ownership(make_node, run, serve):
     ma = [{"hostPort": 8081, "containerPort": 80, "protocol": "tcp"}]
     mb = [{"hostPort": 8082, "containerPort": 80, "protocol": "tcp"}]
     assert call(run, node, "portmap", "ADD", pm_conf("1.0.0", a.prev, ma), a).ok
+    t = nft_table(node.host)
+    assert t is not None
+    hooks = [r["handle"] for c in ("prerouting", "output") for r in t.rules[c]]
     assert call(run, node, "portmap", "ADD", pm_conf("1.0.0", b.prev, mb), b).ok
+    t = nft_table(node.host)
+    assert t is not None                        # the hook rules were left alone, not rewritten
+    assert [r["handle"] for c in ("prerouting", "output") for r in t.rules[c]] == hooks
     assert fetch(node.host, HOST_IP, 8081) == HOST_IP and fetch(node.host, HOST_IP, 8082)
     assert call(run, node, "portmap", "DEL", pm_conf("1.0.0", a.prev, ma), a).ok
     assert our_rules(node.host, a.cid) == [] and len(our_rules(node.host, b.cid)) == 3
