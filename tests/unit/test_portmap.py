@@ -174,3 +174,21 @@ def test_conntrack_classes_load_narrowly_and_leave_pyroute2_importable():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     assert out.stdout.splitlines() == ["False False False", "NFCTSocket nfct_msg"]
+
+
+@pytest.mark.parametrize("family", [2, 10])
+def test_conntrack_dump_request_is_what_pyroute2_writes(family):
+    from cni_plugins.net import conntrack
+
+    msg = conntrack.nfct_msg()()
+    msg["nfgen_family"] = family
+    msg["attrs"] = [
+        ("CTA_TUPLE_ORIG", {"attrs": [("CTA_TUPLE_PROTO", {"attrs": [
+            ("CTA_PROTO_NUM", 17), ("CTA_PROTO_DST_PORT", 5353)]})]}),
+        ("CTA_FILTER", {"attrs": [("CTA_FILTER_ORIG_FLAGS", (1 << 3) | (1 << 5)),
+                                  ("CTA_FILTER_REPLY_FLAGS", 0)]})]
+    msg["header"]["type"] = (1 << 8) | 1
+    msg["header"]["flags"] = 0x1 | 0x300
+    msg["header"]["sequence_number"] = 9
+    msg.encode()
+    assert conntrack.dump_request(17, 5353, family, 9) == bytes(msg.data)
