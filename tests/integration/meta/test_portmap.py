@@ -470,6 +470,25 @@ def test_two_pods_and_rule_ownership(make_node, run, serve):
     assert_layout(t)
 
 
+def test_host_ip_loopback(make_node, run, serve):
+    """podman's `-p 127.0.0.1:8080:80`: the node reaches the pod on 127.0.0.1 only."""
+    node = make_node()
+    uplink(node)
+    pod, other = attach(node, "1.0.0", run), attach(node, "1.0.0", run, "other")
+    serve(pod.ns, 80)
+    m = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}]
+    assert call(run, node, "portmap", "ADD", pm_conf("1.0.0", pod.prev, m), pod).ok
+    t = nft_table(node.host)
+    assert t is not None
+    assert t.texts("hostip_hostports", pod.cid) == [f"ip daddr 127.0.0.1 tcp dport 8080 "
+                                                    f"dnat {pod.ip}:80"]
+    assert t.texts("hostports", pod.cid) == []
+    assert fetch(node.host, "127.0.0.1", 8080) == GW
+    assert fetch(node.host, HOST_IP, 8080, timeout=1) is None
+    assert fetch(other.ns, HOST_IP, 8080, timeout=1) is None
+    assert call(run, node, "portmap", "CHECK", pm_conf("1.0.0", pod.prev, m), pod).ok
+
+
 def test_repeated_add_replaces_the_rules(make_node, run):
     node = make_node()
     pod = attach(node, "1.0.0", run)
