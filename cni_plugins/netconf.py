@@ -28,7 +28,7 @@ M = TypeVar("M", bound="Model")
 class Model(BaseModel):
     """Base of every config model: aliases, unknown keys kept, Go's key matching."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    model_config = ConfigDict(populate_by_name=True, extra="allow", strict=True)
 
     @model_validator(mode="before")
     @classmethod
