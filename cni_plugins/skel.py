@@ -250,7 +250,18 @@ def run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes]
             return 0, ""
         from .types import convert
 
-        return 0, _json(convert.dump(result, args.cni_version))
+        try:
+            return 0, _json(convert.dump(result, args.cni_version))
+        except CNIError:
+            # the ADD happened but its result cannot be said in this version (an L2-only
+            # result at 0.2.0): undo it, so that a failed ADD leaves nothing behind
+            undo = getattr(plugins.load(plugin), "cmd_del", None)
+            if undo is not None:
+                try:
+                    undo(args.replace(command="DEL"))
+                except Exception:  # the conversion error is the one to report
+                    pass
+            raise
     except CNIError as e:
         return 1, _json(e.to_json(cni_version))
     except (Exception, SystemExit) as e:  # a crash is still a CNI error, never a traceback
