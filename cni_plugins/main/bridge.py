@@ -99,8 +99,6 @@ def load_conf(args: CmdArgs) -> Conf:
                        "for the VLAN gateway interface")
     if conf.ip_masq:
         firewall.select(conf.ip_masq_backend)   # refuse a bad backend before any change
-    if conf.macspoofchk:
-        raise CNIError(Code.UNSUPPORTED_FIELD, "macspoofchk: not implemented yet")
     return conf
 
 
@@ -261,6 +259,11 @@ def cmd_add(args: CmdArgs) -> Result:
             host.link_set(hv.index, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
                                           ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
         setup_port_vlans(host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
+        if conf.macspoofchk:
+            from ..net.firewall import spoofcheck
+
+            spoofcheck.setup_spoofcheck(host_name, cv.mac, args.container_id, args.ifname)
+            undo.callback(spoofcheck.teardown_spoofcheck, args.container_id, args.ifname)
         checkpoint("port")
 
         result = Result(interfaces=[
@@ -324,6 +327,10 @@ def cmd_del(args: CmdArgs) -> None:
                 ctr.link_del_by_name(args.ifname)
     if conf.ipam.type:
         invoke.delegate_del(conf.ipam.type, args)
+    if conf.macspoofchk:
+        from ..net.firewall import spoofcheck
+
+        spoofcheck.teardown_spoofcheck(args.container_id, args.ifname)
     if conf.ipam.type and conf.ip_masq:
         firewall.teardown_masq(conf.name, args.ifname, args.container_id)
 

@@ -1,0 +1,77 @@
+"""bridge `macspoofchk`: frames entering the bridge from a pod's port must carry the pod's
+MAC, in the Go plugins' nftables layout so either implementation can tear it down:
+
+    table bridge nat
+      chain PREROUTING   (filter, hook prerouting, priority -300, policy accept)
+        iifname "<host veth>" jump cni-br-iface-<cid>-<ifname>       comment "macspoofchk-<cid>-<ifname>"
+      chain cni-br-iface-<cid>-<ifname>
+        jump cni-br-iface-<cid>-<ifname>-mac                         (same comment)
+      chain cni-br-iface-<cid>-<ifname>-mac
+        ether saddr <pod mac> return                                 (same comment)
+        drop                                                         (same comment)
+
+Works in the current netns (callers are in the host's). One transaction per call.
+"""
+
+from __future__ import annotations
+
+from ...errors import kernel_errors
+from .. import nft
+
+FAMILY, TABLE, BASE = "bridge", "nat", "PREROUTING"
+IFNAMSIZ = 16
+
+
+def _names(container_id: str, ifname: str) -> tuple[str, str, str]:
+    ref = f"{container_id}-{ifname}"
+    iface_chain = "cni-br-iface-" + ref
+    return iface_chain, iface_chain + "-mac", "macspoofchk-" + ref
+
+
+def _iifname(name: str) -> list:
+    return [*nft.meta(nft.NFT_META_IIFNAME),
+            *nft.cmp("==", name.encode().ljust(IFNAMSIZ, b"\0"))]
+
+
+def _ether_saddr(mac: str) -> list:
+    return [*nft.payload(nft.NFT_PAYLOAD_LL_HEADER, 6, 6),
+            *nft.cmp("==", bytes(int(x, 16) for x in mac.split(":")))]
+
+
+def setup_spoofcheck(host_veth: str, mac: str, container_id: str, ifname: str) -> None:
+    iface_chain, mac_chain, comment = _names(container_id, ifname)
+    b = nft.Batch()
+    b.add_table(FAMILY, TABLE)
+    b.add_chain(FAMILY, TABLE, BASE, type="filter", hook="prerouting", priority=-300,
+                policy="accept")
+    b.add_chain(FAMILY, TABLE, iface_chain)
+    b.add_chain(FAMILY, TABLE, mac_chain)
+    b.flush_chain(FAMILY, TABLE, iface_chain)
+    b.flush_chain(FAMILY, TABLE, mac_chain)
+    b.add_rule(FAMILY, TABLE, BASE, [*_iifname(host_veth), *nft.jump(iface_chain)],
+               comment=comment)
+    b.add_rule(FAMILY, TABLE, iface_chain, nft.jump(mac_chain), comment=comment)
+    b.add_rule(FAMILY, TABLE, mac_chain, [*_ether_saddr(mac), *nft.ret()], comment=comment)
+    b.add_rule(FAMILY, TABLE, mac_chain, nft.drop(), comment=comment)
+    with kernel_errors("set up the MAC spoof check"), nft.NFT() as conn:
+        conn.commit(b)
+
+
+def teardown_spoofcheck(container_id: str, ifname: str) -> None:
+    """Remove this attachment's rule and chains; success when they are gone."""
+    iface_chain, mac_chain, comment = _names(container_id, ifname)
+    with kernel_errors("tear down the MAC spoof check"), nft.NFT() as conn:
+        if conn.table(FAMILY, TABLE) is None:
+            return
+        b = nft.Batch()
+        for rule in conn.rules(FAMILY, TABLE, BASE):
+            if rule.comment == comment:
+                b.delete_rule(FAMILY, TABLE, BASE, rule.handle)
+        present = [c for c in (iface_chain, mac_chain)
+                   if conn.chain(FAMILY, TABLE, c) is not None]
+        for chain in present:
+            b.flush_chain(FAMILY, TABLE, chain)
+        for chain in present:
+            b.delete_chain(FAMILY, TABLE, chain)
+        if len(b):
+            conn.commit(b)
