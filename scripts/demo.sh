@@ -1,61 +1,103 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine (as root): build the multi-call binary,
-# install its symlinks into a scratch plugin directory, make a network namespace, and run
-# a chain (loopback, then the seed's educative plugin) through ADD and DEL exactly as a
-# runtime would, printing each result and the educative log.
+# The main job, end to end (as root): build the multi-call binary, install its symlinks into
+# a scratch plugin directory, and run the seed's conflist (bridge + host-local, tuning,
+# the educative debug plugin, portmap) for two pods through cnitool, as a runtime would:
+# their addresses, a ping between them, a published port reached through portmap, CHECK,
+# DEL, and what is left afterwards (nothing). The whole "node" is a throw-away network
+# namespace, so this machine's own interfaces and firewall are never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 build/build.sh >/dev/null
 
 WORK=$(mktemp -d /tmp/cni-demo.XXXXXX)
-NS=cni-demo-$$
-cleanup() { ip netns del "$NS" 2>/dev/null || true; rm -rf "$WORK"; }
+TAG=$$
+NODE=cni-demo-node-$TAG POD1=cni-demo-pod1-$TAG POD2=cni-demo-pod2-$TAG
+SERVER=
+cleanup() {
+    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+    for ns in "$POD1" "$POD2" "$NODE"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
+for ns in "$NODE" "$POD1" "$POD2"; do ip netns add "$ns"; done
+ip netns exec "$NODE" ip link set lo up
 
-echo "== install: symlinks into $WORK/bin"
-dist/cni-plugins/cni-plugins install --dir "$WORK/bin"
-ip netns add "$NS"
+echo "== install: one symlink per plugin type in $WORK/bin, all to dist/cni-plugins/cni-plugins"
+dist/cni-plugins/cni-plugins install --dir "$WORK/bin" | sed 's/^/   /'
 
-cat > "$WORK/demo.conflist" <<JSON
+mkdir -p "$WORK/net.d"
+cat > "$WORK/net.d/10-seed.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
-  "name": "demo",
+  "name": "dbnet",
   "plugins": [
-    {"type": "loopback"},
-    {"type": "educative", "cniOutput": "$WORK/cni_output.log"}
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipam": {
+        "type": "host-local",
+        "subnet": "10.1.0.0/16",
+        "gateway": "10.1.0.1",
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$WORK/ipam"
+      },
+      "dns": {"nameservers": ["10.1.0.1"]}
+    },
+    {"type": "tuning", "capabilities": {"mac": true}, "sysctl": {"net.core.somaxconn": "500"},
+     "dataDir": "$WORK/tuning"},
+    {"type": "educative", "cniOutput": "$WORK/cni_output.log"},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
 JSON
-echo "== conflist"; cat "$WORK/demo.conflist"
+echo "== the seed's conflist (plus isGateway, so the node reaches its pods, and educative)"
+cat "$WORK/net.d/10-seed.conflist"
 
-# Thread prevResult through the chain on ADD, walk it backwards on DEL (what libcni does).
-.venv/bin/python - "$WORK" "/run/netns/$NS" <<'PY'
-import json, os, subprocess, sys
-work, netns = sys.argv[1], sys.argv[2]
-conflist = json.load(open(f"{work}/demo.conflist"))
-def call(verb, plugin, prev):
-    conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **plugin}
-    if prev is not None:
-        conf["prevResult"] = prev
-    env = dict(os.environ, CNI_COMMAND=verb, CNI_CONTAINERID="demo-ctr", CNI_NETNS=netns,
-               CNI_IFNAME="eth0", CNI_PATH=f"{work}/bin",
-               CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=demo")
-    p = subprocess.run([f"{work}/bin/{plugin['type']}"], input=json.dumps(conf).encode(),
-                       env=env, capture_output=True)
-    out = p.stdout.decode()
-    print(f"-- {verb} {plugin['type']}: exit {p.returncode}\n{out}")
-    if p.returncode:
-        sys.exit(f"{plugin['type']} failed")
-    return json.loads(out) if out.strip() else None
-prev = None
-for plugin in conflist["plugins"]:
-    prev = call("ADD", plugin, prev)
-print("== result of the chain\n" + json.dumps(prev, indent=2))
-subprocess.run(["ip", "netns", "exec", os.path.basename(netns), "ip", "-br", "addr"])
-for plugin in reversed(conflist["plugins"]):
-    call("DEL", plugin, prev)
-subprocess.run(["ip", "netns", "exec", os.path.basename(netns), "ip", "-br", "link"])
-PY
-echo "== educative log ($WORK/cni_output.log)"
-cat "$WORK/cni_output.log"
+cnitool() {   # cnitool inside the node namespace, with our plugins and a private cache
+    ip netns exec "$NODE" env NETCONFPATH="$WORK/net.d" CNI_PATH="$WORK/bin" \
+        CNI_CACHE_DIR="$WORK/cache" .venv/bin/cnitool "$@"
+}
+
+echo "== cnitool add: pod1 publishes its port 80 as the node's 8080"
+cnitool add dbnet "/run/netns/$POD1" \
+    --cap-args '{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}'
+echo "== cnitool add: pod2"
+cnitool add dbnet "/run/netns/$POD2"
+IP1=$(ip netns exec "$POD1" ip -j -4 addr show eth0 | .venv/bin/python -c \
+    'import json,sys; print(json.load(sys.stdin)[0]["addr_info"][0]["local"])')
+echo "== pod2 pings pod1 ($IP1)"
+ip netns exec "$POD2" ping -c2 -W2 "$IP1"
+echo "== somaxconn inside pod1 (tuning): $(ip netns exec "$POD1" cat /proc/sys/net/core/somaxconn)"
+
+ip netns exec "$POD1" .venv/bin/python -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(8)
+while True:
+    c, peer = s.accept()
+    c.recv(1024)
+    c.sendall(b"HTTP/1.0 200 OK\r\n\r\nhello from pod1, you came from %s\n" % peer[0].encode())
+    c.close()' &
+SERVER=$!
+sleep 1
+echo "== the published port: node 127.0.0.1:8080 and pod2 -> node's gateway 10.1.0.1:8080"
+ip netns exec "$NODE" curl -s --max-time 5 http://127.0.0.1:8080/
+ip netns exec "$POD2" curl -s --max-time 5 http://10.1.0.1:8080/
+echo "== the node's portmap rules"
+ip netns exec "$NODE" nft list table ip cni_hostport | head -40
+
+echo "== cnitool check, then del, both pods"
+cnitool check dbnet "/run/netns/$POD1" && cnitool check dbnet "/run/netns/$POD2" && echo "   check: ok"
+cnitool del dbnet "/run/netns/$POD1"
+cnitool del dbnet "/run/netns/$POD2"
+kill "$SERVER" 2>/dev/null; SERVER=
+
+echo "== what is left on the node: links, reservations, cached results, portmap rules"
+ip netns exec "$NODE" ip -br link
+echo "   reservations: $(ls "$WORK/ipam/dbnet" | tr '\n' ' ')"
+echo "   cache: $(ls "$WORK/cache/results" 2>/dev/null | wc -l) files"
+echo "   per-pod portmap rules: $(ip netns exec "$NODE" nft list table ip cni_hostport 2>/dev/null | grep -c 'comment "cnitool-' || true)"
+echo "== educative log ($WORK/cni_output.log), first block"
+sed -n '1,/^----------------------$/p' "$WORK/cni_output.log"
