@@ -544,6 +544,10 @@ def main() -> int:
     ap.add_argument("--tree", metavar="REV",
                     help="a venv --bin imports cni_plugins from `git archive REV` in a temp dir "
                          "(PYTHONPATH) instead of the working tree others may be editing")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run the selected cases in turn within every iteration (one table at "
+                         "the end) instead of one case after the other; steadier differences "
+                         "between cases, e.g. the masquerading cost")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     opts = ap.parse_args()
 
@@ -602,10 +606,10 @@ def main() -> int:
     for (label, _), b in zip(impls, bins):
         src = ""
         if label != "frozen":
-            src = f" (cni_plugins from {opts.tree} " + (
-                subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", opts.tree],
-                               capture_output=True, text=True).stdout.strip() + ")"
-                if opts.tree else "the working tree)")
+            rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", opts.tree or "HEAD"],
+                                 capture_output=True, text=True).stdout.strip()
+            src = (f" (cni_plugins from {opts.tree}" + (f" = {rev}" if rev != opts.tree else "")
+                   + ")" if opts.tree else f" (cni_plugins from the working tree, HEAD {rev})")
         print(f"ours: {label} = {b}{src}")
     print(f"go:   {opts.go_dir}")
     print(f"{opts.runs} timed runs per case after {WARMUP} warm-up, implementations alternating "
@@ -623,41 +627,50 @@ def main() -> int:
     all_problems: list[str] = []
     results: dict[str, dict[tuple[str, str], list[float]]] = {}
     try:
-        for case in cases:
-            present = [(lbl, d) for lbl, d in impls
-                       if os.access(os.path.join(d, case.plugin), os.X_OK)]
-            samples: dict[tuple[str, str], list[float]] = {}
-            problems: dict[tuple[str, str], str] = {}   # the first per implementation and verb
+        # --interleave: every iteration runs each case in turn, so that a change in the
+        # machine's load hits all of them alike (what a difference of two cases needs).
+        groups = [cases] if opts.interleave else [[c] for c in cases]
+        for group in groups:
+            present = {c.name: [(lbl, d) for lbl, d in impls
+                                if os.access(os.path.join(d, c.plugin), os.X_OK)]
+                       for c in group}
+            samples_of: dict[str, dict[tuple[str, str], list[float]]] = \
+                {c.name: {} for c in group}
+            problems_of: dict[str, dict[tuple[str, str], str]] = {c.name: {} for c in group}
             for i in range(WARMUP + opts.runs):
-                order = present if i % 2 == 0 else present[::-1]
-                for lbl, d in order:
-                    times, probs = run_iteration(case, lbl, d, opts.go_dir, stderr_file,
-                                                  opts.metric)
-                    for key, text in probs:
-                        problems.setdefault(key, text)
-                    if i >= WARMUP:
-                        for verb, t in times.items():
-                            samples.setdefault((lbl, verb), []).append(t * 1000)
-            for verb in case.verbs:
-                row = f"{case.name:28} {verb:8}"
-                med = {}
-                for lbl in labels:
-                    vals = samples.get((lbl, verb))
-                    if vals:
-                        med[lbl] = statistics.median(vals)
-                        row += f" {med[lbl]:11.1f} {p90(vals):7.1f}"
-                    else:
-                        row += f" {'-':>11} {'-':>7}"
-                for lbl in ours:
-                    if lbl in med and med.get("go"):
-                        row += f" {med[lbl] / med['go']:9.2f}x"
-                    else:
-                        row += f" {'-':>10}"
-                print(row, flush=True)
-            for (lbl, verb), text in problems.items():
-                print(f"  ! {case.name}: {lbl} {verb}: {text}", flush=True)
-            all_problems += problems.values()
-            results[case.name] = samples
+                for case in group:
+                    samples, problems = samples_of[case.name], problems_of[case.name]
+                    order = present[case.name] if i % 2 == 0 else present[case.name][::-1]
+                    for lbl, d in order:
+                        times, probs = run_iteration(case, lbl, d, opts.go_dir, stderr_file,
+                                                      opts.metric)
+                        for key, text in probs:
+                            problems.setdefault(key, text)   # the first per impl and verb
+                        if i >= WARMUP:
+                            for verb, t in times.items():
+                                samples.setdefault((lbl, verb), []).append(t * 1000)
+            for case in group:
+                samples, problems = samples_of[case.name], problems_of[case.name]
+                for verb in case.verbs:
+                    row = f"{case.name:28} {verb:8}"
+                    med = {}
+                    for lbl in labels:
+                        vals = samples.get((lbl, verb))
+                        if vals:
+                            med[lbl] = statistics.median(vals)
+                            row += f" {med[lbl]:11.1f} {p90(vals):7.1f}"
+                        else:
+                            row += f" {'-':>11} {'-':>7}"
+                    for lbl in ours:
+                        if lbl in med and med.get("go"):
+                            row += f" {med[lbl] / med['go']:9.2f}x"
+                        else:
+                            row += f" {'-':>10}"
+                    print(row, flush=True)
+                for (lbl, verb), text in problems.items():
+                    print(f"  ! {case.name}: {lbl} {verb}: {text}", flush=True)
+                all_problems += problems.values()
+                results[case.name] = samples
         masq_report(results, labels)
     except KeyboardInterrupt as e:
         print(f"\nbench: interrupted ({str(e) or 'Ctrl-C'}); cleaning up", file=sys.stderr)
