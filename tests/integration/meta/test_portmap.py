@@ -19,7 +19,7 @@ import pytest
 
 from cni_plugins import version
 from tests.fixtures.netns import TestNS as NS
-from tests.fixtures.pods import Node, bridge_conf, inside, ip_of, sysctl
+from tests.fixtures.pods import Node, call_in_node as call, bridge_conf, inside, ip_of, sysctl
 from tests.fixtures.run import Reply, Runner
 
 pytestmark = pytest.mark.root
@@ -55,19 +55,6 @@ class Pod:
     @property
     def ip6(self) -> str:
         return ip_of(Reply(0, self.prev), 6)
-
-
-def call(runner: Runner, node: Node, plugin: str, verb: str, conf: dict | bytes,
-         pod: Pod | NS | None = None, *, cid: str = "ctr1", netns: str | None = None,
-         **kw: Any) -> Reply:
-    """Any implementation's plugin, executed inside the node's host netns."""
-    if netns is None:
-        ns = pod.ns if isinstance(pod, Pod) else pod
-        netns = ns.path if ns is not None else ""
-    if isinstance(pod, Pod):
-        cid = pod.cid
-    return runner(plugin, verb, conf, netns=netns, ifname="eth0", container_id=cid,
-                  host=node.host, path=node.path, **kw)
 
 
 def uplink(node: Node) -> None:

@@ -24,7 +24,7 @@ import pytest
 from cni_plugins import version
 from cni_plugins.meta import tuning
 from tests.fixtures.netns import TestNS as NS
-from tests.fixtures.pods import Node, bridge_conf, link, sysctl
+from tests.fixtures.pods import Node, call_in_node as call, bridge_conf, link, sysctl
 from tests.fixtures.run import GO_DIR, Reply, Runner
 
 pytestmark = pytest.mark.root
@@ -54,19 +54,6 @@ class Pod:
     cid: str
     prev: dict                  # the bridge's ADD result
     v: str
-
-
-def call(runner: Runner, node: Node, plugin: str, verb: str, conf: dict | bytes,
-         pod: Pod | NS | None = None, *, cid: str = "ctr1", netns: str | None = None,
-         **kw: Any) -> Reply:
-    """Any implementation's plugin, executed inside the node's host netns."""
-    if netns is None:
-        ns = pod.ns if isinstance(pod, Pod) else pod
-        netns = ns.path if ns is not None else ""
-    if isinstance(pod, Pod):
-        cid = pod.cid
-    return runner(plugin, verb, conf, netns=netns, ifname="eth0", container_id=cid,
-                  host=node.host, path=node.path, **kw)
 
 
 def attach(node: Node, v: str, bridge: Runner, cid: str = "ctr1") -> Pod:
