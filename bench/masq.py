@@ -12,6 +12,8 @@ Three numbers, medians in ms:
           interpreter that has already loaded netlink.py's classes (as bridge/ptp have),
           timed from importing firewall.masq to the end of setup_masq, then of a fresh
           teardown_masq; bytecode is cached in a temporary prefix, as a build ships it;
+          for one address (v4, as bench.py's ipMasq cases) and two (v4+v6); wall, then
+          the process's CPU time over the same span;
   crowded the warm numbers again with --others attachments already in the chain.
 
 Compare the cold setup+teardown with Go's "ADD+DEL with ipMasq minus without" measured on
@@ -37,19 +39,19 @@ COLD = r"""
 import sys, time
 from cni_plugins.net import netlink, netns
 netlink.msg_classes()                         # bridge/ptp have these loaded already
-verb, ns_path, cid = sys.argv[1:4]
+verb, ns_path, cid, ips = sys.argv[1:5]
 ns = netns.NetNS.open(ns_path)
 with ns.enter():
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     from cni_plugins.net.firewall import masq
     masq.nft.msg_classes()
     t_import = time.perf_counter()
     if verb == "setup":
-        masq.setup_masq("bench", "eth0", cid, ["10.200.0.5/16", "fd00:200::5/64"])
+        masq.setup_masq("bench", "eth0", cid, ips.split(","))
     else:
         masq.teardown_masq("bench", "eth0", cid)
-    t_done = time.perf_counter()
-print(f"{(t_import - t) * 1e3:.3f} {(t_done - t) * 1e3:.3f}")
+    t_done, c_done = time.perf_counter(), time.process_time()
+print(f"{(t_import - t) * 1e3:.3f} {(t_done - t) * 1e3:.3f} {(c_done - c) * 1e3:.3f}")
 """
 
 
@@ -72,20 +74,23 @@ def warm(n: int, ips: list[str]) -> tuple[list[float], list[float]]:
     return setups, teardowns
 
 
-def cold(n: int, ns_path: str) -> dict[str, list[float]]:
+def cold(n: int, ns_path: str, ips: list[str]) -> dict[str, list[float]]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    out: dict[str, list[float]] = {"import": [], "setup": [], "teardown": []}
+    out: dict[str, list[float]] = {"import": [], "setup": [], "teardown": [],
+                                   "setup_cpu": [], "teardown_cpu": []}
     with tempfile.TemporaryDirectory(prefix="cni-bench-pyc-") as pyc:
         env["PYTHONPYCACHEPREFIX"] = pyc
         for i in range(n + 1):                  # the first run fills the bytecode cache
             for verb in ("setup", "teardown"):
-                line = subprocess.run([sys.executable, "-c", COLD, verb, ns_path, f"cold{i}"],
+                line = subprocess.run([sys.executable, "-c", COLD, verb, ns_path, f"cold{i}",
+                                       ",".join(ips)],
                                       env=env, check=True, capture_output=True,
                                       text=True).stdout
-                imp, total = map(float, line.split())
+                imp, total, cpu = map(float, line.split())
                 if i:
                     out[verb].append(total / 1e3)
+                    out[verb + "_cpu"].append(cpu / 1e3)
                     if verb == "setup":
                         out["import"].append(imp / 1e3)
     return out
@@ -140,11 +145,16 @@ def main() -> None:
                 t = time.perf_counter()
                 sock.close()
                 release.append(time.perf_counter() - t)
-        c = cold(args.cold, path)
-        label = "cold process, v4+v6 (+ import)"
-        both = statistics.median(c["setup"]) + statistics.median(c["teardown"])
-        print(f"{label:34}{median_ms(c['setup']):>8}{median_ms(c['teardown']):>9}"
-              f"{both * 1e3:8.2f}")
+        for label, ips in (("cold process, v4 (+ import)", ["10.200.0.5/16"]),
+                           ("cold process, v4+v6 (+ import)",
+                            ["10.200.0.5/16", "fd00:200::5/64"])):
+            c = cold(args.cold, path, ips)
+            both = statistics.median(c["setup"]) + statistics.median(c["teardown"])
+            print(f"{label:34}{median_ms(c['setup']):>8}{median_ms(c['teardown']):>9}"
+                  f"{both * 1e3:8.2f}")
+            both_cpu = statistics.median(c["setup_cpu"]) + statistics.median(c["teardown_cpu"])
+            print(f"{'  the same, cpu (user+sys)':34}{median_ms(c['setup_cpu']):>8}"
+                  f"{median_ms(c['teardown_cpu']):>9}{both_cpu * 1e3:8.2f}")
         print(f"  of which importing firewall.masq + nft classes: {median_ms(c['import']).strip()}"
               " ms (paid by setup and by teardown)")
         print(f"  each includes closing the socket after a commit: {median_ms(release).strip()} ms"
