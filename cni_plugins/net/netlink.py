@@ -23,7 +23,7 @@ import socket
 import struct
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -91,6 +91,7 @@ class Link:
     peer: int = 0               # veth: the peer's ifindex (in its own netns)
     alias: str = ""
     txqlen: int = 0
+    data: dict = field(default_factory=dict)   # IFLA_INFO_DATA of `kind`: {"IFLA_VLAN_ID": 10, ...}
 
     @property
     def up(self) -> bool:
@@ -117,7 +118,14 @@ def _link(msg: Any) -> Link:
                 master=msg.get_attr("IFLA_MASTER") or 0,
                 operstate=msg.get_attr("IFLA_OPERSTATE") or "",
                 peer=msg.get_attr("IFLA_LINK") or 0, alias=msg.get_attr("IFLA_IFALIAS") or "",
-                txqlen=msg.get_attr("IFLA_TXQLEN") or 0)
+                txqlen=msg.get_attr("IFLA_TXQLEN") or 0, data=_info_data(msg))
+
+
+def _info_data(msg: Any) -> dict:
+    data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    if data is None or isinstance(data, (bytes, str)):      # kinds pyroute2 does not decode
+        return {}
+    return dict(data.get("attrs") or [])
 
 
 def _addr(msg: Any) -> Addr:
