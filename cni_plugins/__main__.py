@@ -4,6 +4,7 @@
     cni-plugins loopback                  the same, for development
     cni-plugins [--help]                  the plugin types
     cni-plugins install --dir DIR         one symlink per type (see install.py)
+    cni-plugins cnitool ARGS              cnitool (also by a link named cnitool: --cnitool PATH)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def executable() -> str:
 
 def usage() -> str:
     return ("usage: cni-plugins TYPE            run plugin TYPE (CNI_* in the environment)\n"
-            "       cni-plugins install --dir DIR [--force|--uninstall|--list]\n"
+            "       cni-plugins install --dir DIR [--force|--uninstall|--list] [--cnitool PATH]\n"
+            "       cni-plugins cnitool ...       cnitool (also through a link named cnitool)\n"
             "       or call through a symlink named after the plugin type\n\n"
             "plugin types:\n" + "".join(f"  {n}\n" for n in plugins.names()))
 
@@ -40,6 +42,10 @@ def main() -> None:
     if name in plugins.REGISTRY:
         skel.main(name, executable())
     args = sys.argv[1:]
+    if name == "cnitool" or args[:1] == ["cnitool"]:     # by a cnitool link, or by name
+        from .cnitool import cli as cnitool
+
+        cnitool.main(args=args if name == "cnitool" else args[1:], prog_name="cnitool")
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(usage())
         sys.exit(0)
