@@ -134,6 +134,62 @@ def test_list(tmp_path: Path) -> None:
     assert entries(tmp_path)["loopback"] == "file:go plugin"   # --list changes nothing
 
 
+def test_install_cnitool_link(tmp_path: Path) -> None:
+    """--cnitool PATH: one more link; called by that name, the executable is cnitool."""
+    tool = tmp_path / "usr" / "local" / "bin" / "cnitool"
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--cnitool", str(tool))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"{tool} -> {TARGET}"
+    assert os.readlink(tool) == TARGET
+    (tmp_path / "net.d").mkdir()
+    (tmp_path / "net.d" / "10-a.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "a", "plugins": [{"type": "loopback"}]}))
+    listed = cli("list", "--json", env={"NETCONFPATH": str(tmp_path / "net.d"),
+                                        "CNI_PATH": str(tmp_path / "bin")}, exe=str(tool))
+    assert listed.returncode == 0, listed.stderr
+    assert [(n["name"], n["status"], n["plugins"]) for n in json.loads(listed.stdout)] == [
+        ("a", "ok", ["loopback"])]
+    rows = dict(line.split(None, 1) for line in cli(
+        "install", "--dir", str(tmp_path / "bin"), "--list", "--cnitool", str(tool)
+    ).stdout.splitlines())
+    assert rows["cnitool"] == f"-> {TARGET}"
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--uninstall", "--cnitool", str(tool))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == f"removed {tool}"
+    assert not os.path.lexists(tool) and entries(tmp_path / "bin") == {}
+
+
+def test_cnitool_by_argument() -> None:
+    r = cli("cnitool", "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Usage: cnitool [OPTIONS] COMMAND")
+
+
+@pytest.mark.parametrize("kind", ["file", "foreign-link", "wrong-name"])
+def test_install_cnitool_refusals_link_nothing(tmp_path: Path, kind: str) -> None:
+    tool = tmp_path / ("cni-tool" if kind == "wrong-name" else "cnitool")
+    if kind == "file":
+        tool.write_text("go cnitool")
+    elif kind == "foreign-link":
+        tool.symlink_to("/bin/true")
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--cnitool", str(tool))
+    assert r.returncode != 0
+    assert ("must be named cnitool" if kind == "wrong-name" else "--force") in r.stderr
+    assert not (tmp_path / "bin").exists()                  # refused before any plugin link
+    if kind != "wrong-name":
+        assert cli("install", "--dir", str(tmp_path / "bin"), "--cnitool", str(tool),
+                   "--force").returncode == 0
+        assert os.readlink(tool) == TARGET
+
+
+def test_uninstall_keeps_a_foreign_cnitool(tmp_path: Path) -> None:
+    (tmp_path / "cnitool").write_text("go cnitool")
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--uninstall",
+            "--cnitool", str(tmp_path / "cnitool"))
+    assert (r.returncode, r.stdout) == (0, "")
+    assert (tmp_path / "cnitool").read_text() == "go cnitool"
+
+
 def test_install_needs_dir() -> None:
     r = cli("install")
     assert r.returncode == 2
