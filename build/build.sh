@@ -4,6 +4,7 @@
 #   dist/cni-plugins/cni-plugins install --dir /opt/cni/bin [--force]
 # Needs the project venv with the build extra (scripts/setup.sh makes it:
 # pip install -e '.[test,build]'). Work files go to build/work/ (gitignored).
+# DISTPATH and WORKPATH move the output and work dirs (tests build a private copy there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,10 +14,11 @@ if [ ! -x "$PYINSTALLER" ]; then
     exit 1
 fi
 
+DISTPATH=${DISTPATH:-dist}
 "$PYINSTALLER" --noconfirm --clean --log-level "${PYI_LOG_LEVEL:-WARN}" \
-    --distpath dist --workpath build/work build/cni-plugins.spec
+    --distpath "$DISTPATH" --workpath "${WORKPATH:-build/work}" build/cni-plugins.spec
 
-BIN=dist/cni-plugins/cni-plugins
+BIN=$DISTPATH/cni-plugins/cni-plugins
 # Smoke test: the frozen binary answers VERSION through a plugin name.
 out=$(CNI_COMMAND=VERSION "$BIN" loopback)
 case "$out" in
@@ -24,7 +26,7 @@ case "$out" in
     *) echo "build: smoke test failed: $BIN loopback VERSION printed: $out" >&2; exit 1 ;;
 esac
 # Bytecode only: a bundle of .py sources would compile on every exec.
-if [ -n "$(find dist/cni-plugins/_internal -name '*.py' -print -quit)" ]; then
-    echo "build: .py sources in dist/cni-plugins/_internal (expected .pyc only)" >&2; exit 1
+if [ -n "$(find "$DISTPATH/cni-plugins/_internal" -name '*.py' -print -quit)" ]; then
+    echo "build: .py sources in $DISTPATH/cni-plugins/_internal (expected .pyc only)" >&2; exit 1
 fi
-echo "build: ok: $BIN ($(du -sh dist/cni-plugins | cut -f1) in dist/cni-plugins/)"
+echo "build: ok: $BIN ($(du -sh "$DISTPATH/cni-plugins" | cut -f1) in $DISTPATH/cni-plugins/)"
