@@ -18,6 +18,7 @@ from ..net import link, sysctl
 from ..net.iface import check_routes, configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
+from ..net.sublink import resolve_master
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -52,40 +53,6 @@ def load_conf(args: CmdArgs) -> Conf:
     if isinstance(conf.runtime_config.get("mac"), str) and conf.runtime_config["mac"]:
         conf.mac = conf.runtime_config["mac"]
     return conf
-
-
-def default_route_interface(nl: Netlink) -> str:
-    for r in nl.routes(4):
-        if r.dst == "0.0.0.0/0" and r.oif:
-            found = nl.link_by_index(r.oif)
-            if found is not None:
-                return found.name
-    raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                   "invalid config: master: not set and no default route to take it from")
-
-
-def resolve_master(conf: Conf, args: CmdArgs, where: Netlink) -> "tuple[int, int]":
-    """(master ifindex, master mtu), with conf.master filled in from the default route or
-    from a single-interface prevResult when chained."""
-    if not conf.master:
-        prev = args.prev_result()
-        if prev is not None:
-            if len(prev.interfaces) != 1 or not prev.interfaces[0].name:
-                raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                               "chained master failure: prevResult lacks a single named "
-                               "interface")
-            conf.master = prev.interfaces[0].name
-        else:
-            conf.master = default_route_interface(where)
-    m = where.link(conf.master)
-    if m is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: master: failed to lookup master {conf.master!r}")
-    if not 0 <= conf.mtu <= m.mtu:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: mtu: invalid MTU {conf.mtu}, must be "
-                       f"[0, master MTU({m.mtu})]")
-    return m.index, m.mtu
 
 
 def cmd_add(args: CmdArgs) -> Result:
