@@ -144,6 +144,8 @@ class RouteEntry:
     proto: int
     priority: int
     mtu: int
+    src: str = ""               # RTA_PREFSRC (vrf moves routes to its table with it)
+    type: int = RTN_UNICAST
 
 
 def _route(msg: Any) -> RouteEntry:
@@ -154,7 +156,8 @@ def _route(msg: Any) -> RouteEntry:
     return RouteEntry(dst=f"{dst}/{msg['dst_len']}", gw=msg.get_attr("RTA_GATEWAY") or "",
                       oif=msg.get_attr("RTA_OIF") or 0, scope=msg["scope"],
                       table=msg.get_attr("RTA_TABLE") or msg["table"], proto=msg["proto"],
-                      priority=msg.get_attr("RTA_PRIORITY") or 0, mtu=mtu or 0)
+                      priority=msg.get_attr("RTA_PRIORITY") or 0, mtu=mtu or 0,
+                      src=msg.get_attr("RTA_PREFSRC") or "", type=msg["type"])
 
 
 def _common(*, mtu: int, mac: str, ns_fd: int) -> list:
