@@ -1,0 +1,121 @@
+"""vlan: an 802.1Q child of a host interface, living in the container.
+
+ADD  config (master required, vlanId 0-4094, IPAM required) -> master looked up (in the
+     container with linkInContainer), mtu within [0, master's] -> vlan created in the
+     container netns under a temporary name, renamed to CNI_IFNAME -> IPAM ADD ->
+     addresses, link up, routes
+DEL  IPAM DEL -> the link; succeeds when the netns, the link or the master is gone
+     (Go's DEL fails when the master is gone: it looks the master up first)
+CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on this master,
+     with prevResult's addresses and routes
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from pydantic import Field, field_validator
+
+from .. import invoke, netconf
+from ..errors import CNIError, Code
+from ..net import sublink
+from ..net.iface import configure_iface
+from ..net.netlink import Netlink
+from ..net.netns import NetNS
+from ..skel import CmdArgs
+from ..testing import checkpoint
+from ..types import Interface, Result
+
+MAX_VLAN_ID = 4094
+
+
+class Conf(netconf.NetConf):
+    master: str = ""
+    vlan_id: int = Field(0, alias="vlanId")
+    mtu: int = 0
+    link_in_container: bool = Field(False, alias="linkInContainer")
+
+    @field_validator("vlan_id")
+    @classmethod
+    def _vlan_id(cls, v: int) -> int:
+        if not 0 <= v <= MAX_VLAN_ID:
+            raise ValueError(f"invalid VLAN ID {v} (must be between 0 and {MAX_VLAN_ID})")
+        return v
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    if not conf.master:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       'invalid config: master: "master" field is required: it names the '
+                       "host interface to create the VLAN on")
+    if not conf.ipam.type:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       "invalid config: ipam: vlan requires an IPAM configuration")
+    return conf
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = load_conf(args)
+    with ExitStack() as undo:
+        ctr_ns = undo.enter_context(NetNS.open(args.netns))
+        with ctr_ns.enter():
+            ctr = undo.enter_context(Netlink())
+        host = undo.enter_context(Netlink())
+        maker = ctr if conf.link_in_container else host
+        master, master_mtu = sublink.resolve_master(conf, args, maker)
+        sublink.ensure_free(ctr, args.ifname)
+        vl = sublink.create_renamed(maker, ctr, ctr_ns, args.ifname, "vlan", undo,
+                                    parent=master, mtu=conf.mtu or master_mtu,
+                                    data=[("IFLA_VLAN_ID", conf.vlan_id)])
+        checkpoint("link")
+        result = Result(interfaces=[Interface(name=args.ifname, mac=vl.mac, sandbox=args.netns)])
+
+        ipam = invoke.delegate_add(conf.ipam.type, args)
+        undo.callback(invoke.delegate_del, conf.ipam.type, args)
+        checkpoint("ipam")
+        if not ipam.ips:
+            raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+        result.ips, result.routes = ipam.ips, ipam.routes
+        for ip in result.ips:
+            ip.interface = 0
+        with ctr_ns.enter():
+            configure_iface(ctr, args.ifname, result)
+        checkpoint("address")
+        result.dns = conf.dns.to_result()
+        undo.pop_all()
+        ctr.close()
+        host.close()
+        ctr_ns.close()
+        return result
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
+    if conf.ipam.type:
+        invoke.delegate_del(conf.ipam.type, args)
+    sublink.delete_in_netns(args.netns, args.ifname)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    prev = args.prev_result()
+    if prev is None:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "vlan CHECK: prevResult is required")
+    invoke.delegate_check(conf.ipam.type, args)
+    with Netlink() as host, NetNS.open(args.netns) as ns:
+        with ns.enter():
+            ctr = Netlink()
+        with ctr:
+            master = (ctr if conf.link_in_container else host).link(conf.master)
+            vl = sublink.check_container_link(ctr, args, prev, "vlan")
+    vid = vl.data.get("IFLA_VLAN_ID")
+    if vid != conf.vlan_id:
+        raise CNIError(Code.INTERNAL,
+                       f"{args.ifname!r} has VLAN id {vid}, config says {conf.vlan_id}")
+    if conf.mtu and vl.mtu != conf.mtu:
+        raise CNIError(Code.INTERNAL, f"{args.ifname!r} has mtu {vl.mtu}, config says {conf.mtu}")
+    if master is None:
+        raise CNIError(Code.INTERNAL, f"failed to lookup master {conf.master!r}")
+    if vl.peer != master.index:
+        raise CNIError(Code.INTERNAL, f"{args.ifname!r} is not a vlan of master {conf.master!r}")
