@@ -21,11 +21,15 @@ REGISTRY: dict[str, str] = {
     "host-local": "cni_plugins.ipam.host_local",
     "static": "cni_plugins.ipam.static",
     "tuning": "cni_plugins.meta.tuning",
+    "host-device": "cni_plugins.main.host_device",
+    "tap": "cni_plugins.main.tap",
+    "vrf": "cni_plugins.meta.vrf",
 }
 
 # Plugins that speak fewer versions than version.ALL; read without importing them.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "bandwidth": tuple(v for v in version.ALL if version.at_least(v, "0.3.0")),   # as Go's
+    "vrf": tuple(v for v in version.ALL if version.at_least(v, "0.3.1")),         # as Go's
 }
 
 

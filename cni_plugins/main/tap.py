@@ -1,0 +1,169 @@
+"""tap: a persistent tap device in the container (for a VM's virtio-net backend).
+
+ADD  the tap made in the container netns under a temporary name (net/tuntap.py: the
+     kernel makes taps only through /dev/net/tun) with owner/group/multi_queue -> mtu, mac
+     -> renamed to CNI_IFNAME -> enslaved to `bridge` (a bridge in the container) ->
+     IPAM ADD and addresses/routes, or just up (L2 only)
+DEL  IPAM DEL -> the tap; succeeds when the netns or the link is gone
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import ExitStack
+
+from pydantic import Field
+
+from .. import invoke, netconf
+from ..errors import CNIError, Code, kernel_errors
+from ..net import link, sysctl, tuntap
+from ..net.iface import check_routes, configure_iface
+from ..net.netlink import Netlink
+from ..net.netns import NetNS
+from ..skel import CmdArgs
+from ..testing import checkpoint
+from ..types import Interface, Result
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_UINT32 = 0xFFFFFFFF
+
+
+class Conf(netconf.NetConf):
+    multi_queue: bool = Field(False, alias="multiQueue")
+    mtu: int = Field(0, ge=0)
+    mac: str = ""
+    owner: int | None = Field(None, ge=0, lt=_UINT32)     # (uid_t)-1 means "no owner"
+    group: int | None = Field(None, ge=0, lt=_UINT32)
+    selinux_context: str = Field("", alias="selinuxContext")
+    bridge: str = ""
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    cni_args = netconf.parse_cni_args(args.args, known=("MAC",))
+    if cni_args.get("MAC"):
+        conf.mac = cni_args["MAC"]
+    mac = conf.runtime_config.get("mac")
+    if isinstance(mac, str) and mac:
+        conf.mac = mac
+    if conf.mac and not _MAC.match(conf.mac):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: mac: {conf.mac!r} is not a MAC address")
+    if conf.selinux_context and not tuntap.selinux_enabled():
+        raise CNIError(Code.UNSUPPORTED_FIELD,
+                       "invalid config: selinuxContext: SELinux is not enabled on this host, "
+                       f"cannot label the tap {conf.selinux_context!r}")
+    return conf
+
+
+def create_tap(ctr: Netlink, ctr_ns: NetNS, conf: Conf, ifname: str, undo: ExitStack) -> int:
+    """The tap `ifname` in the container, configured but down; returns its ifindex."""
+    tmp = link.random_veth_name()
+    with ctr_ns.enter():
+        with kernel_errors(f"create tap {tmp!r}"):
+            tuntap.create_tap(tmp, multi_queue=conf.multi_queue, owner=conf.owner,
+                              group=conf.group, selinux_context=conf.selinux_context)
+        undo.callback(ctr.link_del_by_name, tmp)
+        undo.callback(ctr.link_del_by_name, ifname)
+        tap = ctr.link(tmp)
+        assert tap is not None
+        if conf.mtu or conf.mac:
+            with kernel_errors(f"set mtu {conf.mtu} / mac {conf.mac!r} on tap"):
+                ctr.link_set(tap.index, mtu=conf.mtu, mac=conf.mac)
+        with kernel_errors(f"rename tap to {ifname!r}"):
+            ctr.link_set(tap.index, name=ifname)
+    return tap.index
+
+
+def enslave(ctr: Netlink, index: int, bridge: str) -> None:
+    br = ctr.link(bridge)
+    if br is None or br.kind != "bridge":
+        what = "not found" if br is None else f"is a {br.kind or 'plain'} link, not a bridge"
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: bridge: {bridge!r} {what} in the container netns")
+    with kernel_errors(f"set master of tap to bridge {bridge!r}"):
+        ctr.link_set(index, master=br.index)
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    conf = load_conf(args)
+    with ExitStack() as undo:
+        ctr_ns = undo.enter_context(NetNS.open(args.netns))
+        with ctr_ns.enter():
+            ctr = undo.enter_context(Netlink())
+            if ctr.link(args.ifname) is not None:
+                raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
+            if conf.bridge:                 # refused before anything exists
+                br = ctr.link(conf.bridge)
+                if br is None or br.kind != "bridge":
+                    enslave(ctr, 0, conf.bridge)
+        index = create_tap(ctr, ctr_ns, conf, args.ifname, undo)
+        checkpoint("tap")
+        with ctr_ns.enter():
+            if conf.bridge:
+                enslave(ctr, index, conf.bridge)
+                checkpoint("bridge")
+            tap = ctr.link_by_index(index)
+            assert tap is not None
+        result = Result(interfaces=[Interface(name=args.ifname, mac=tap.mac,
+                                              sandbox=args.netns)])
+
+        if conf.ipam.type:
+            ipam = invoke.delegate_add(conf.ipam.type, args)
+            undo.callback(invoke.delegate_del, conf.ipam.type, args)
+            checkpoint("ipam")
+            if not ipam.ips:
+                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            result.ips, result.routes = ipam.ips, ipam.routes
+            for ip in result.ips:
+                ip.interface = 0
+            with ctr_ns.enter():
+                sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
+                configure_iface(ctr, args.ifname, result)
+            checkpoint("address")
+        else:
+            with ctr_ns.enter(), kernel_errors(f"set {args.ifname!r} up"):
+                ctr.link_set(index, up=True)
+        result.dns = conf.dns.to_result()
+        undo.pop_all()
+        ctr.close()
+        ctr_ns.close()
+        return result
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:
+        invoke.delegate_del(conf.ipam.type, args)
+    ctr_ns = NetNS.open_if_exists(args.netns)
+    if ctr_ns is None:
+        return
+    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
+        with kernel_errors(f"delete link {args.ifname!r}"):
+            ctr.link_del_by_name(args.ifname)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    if conf.ipam.type:
+        invoke.delegate_check(conf.ipam.type, args)
+    prev = args.prev_result()
+    if prev is None:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, "tap CHECK: prevResult is required")
+    want = next((i for i in prev.interfaces if i.name == args.ifname), None)
+    if want is None or want.sandbox != args.netns:
+        raise CNIError(Code.INTERNAL,
+                       f"sandbox in prevResult {want.sandbox if want else ''!r} doesn't match "
+                       f"configured netns {args.netns!r}")
+    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
+        tap = ctr.link(args.ifname)
+        if tap is None or tap.kind != "tun" or tap.data.get("IFLA_TUN_TYPE") != 2:
+            raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a tap")
+        if want.mac and want.mac.lower() != tap.mac.lower():
+            raise CNIError(Code.INTERNAL,
+                           f"interface {args.ifname} mac {tap.mac} != expected {want.mac}")
+        have = {a.address for a in ctr.addrs(tap.index)}
+        for ip in prev.ips:
+            if ip.address not in have:
+                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+        check_routes(ctr, prev.routes)
