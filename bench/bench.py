@@ -358,13 +358,12 @@ MASQ_PAIRS: list[tuple[str, str, str]] = [
 _ERRORS = ("error: no CNI_IFNAME", "error: bad cniVersion", "error: portmap hostPort 0",
            'error: bridge mtu "x"')
 TARGETS: list[tuple[str, str, tuple[str, ...], float]] = [
-    ("#5", "portmap (pod 2)", ("ADD", "DEL"), 0.5),
+    ("#5 #8", "portmap (pod 2)", ("ADD", "DEL"), 0.5),
     ("#5", "portmap (first pod)", ("ADD", "DEL"), 0.5),
     ("#6", "VERSION", ("VERSION",), 3.0),
     *[("#6", name, ("ADD",), 3.0) for name in _ERRORS],
     *[("#8", f"{p}+host-local", ("ADD",), 2.0) for p in ("bridge", "ptp", "macvlan")],
     *[("#8", f"{p}+host-local", ("DEL",), 1.2) for p in ("bridge", "ptp", "macvlan")],
-    ("#8", "portmap (pod 2)", ("ADD", "DEL"), 0.5),
     *[("#8", name, ("ADD", "CHECK", "DEL"), 3.0)
       for name in ("loopback", "tuning (sysctl + mtu)", "bandwidth (ingress + egress)")],
 ]
@@ -578,6 +577,66 @@ def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file
     return times, problems
 
 
+# -- the server fast path (issue 8) -------------------------------------------------------
+
+# The thin client in every exec'd plugin tries the socket named by this variable; the
+# standalone columns point it at a path where nothing listens, so a server running on this
+# node can never answer for them.
+SERVER_ENV = "CNI_PLUGINS_SOCKET"
+SERVER_START_TIMEOUT = 30.0
+
+
+class Server:
+    """`BIN serve --socket SOCK` for one build, for the whole run: the `label+srv` columns
+    exec the same symlinks with SERVER_ENV=SOCK. Its stderr goes to a log next to the socket."""
+
+    def __init__(self, label: str, binary: str, sock: str, env: dict[str, str]) -> None:
+        self.label, self.sock, self.env = label, sock, env
+        self.argv = [binary, "serve", "--socket", sock]
+        self.log = os.path.join(os.path.dirname(sock), "serve.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.rss_start = 0
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.sock), mode=0o700)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(self.log, errors="replace") as f:
+                    tail = f.read()[-600:].strip()
+                self.stop()
+                raise SystemExit(f"bench: {' '.join(self.argv)} did not listen within "
+                                 f"{SERVER_START_TIMEOUT:.0f} s: {tail or 'no output'}")
+            time.sleep(0.05)
+        self.rss_start = self.rss()
+
+    def rss(self) -> int:
+        """kB, 0 when unknown."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+        except (OSError, StopIteration, AttributeError):
+            return 0
+
+    def stop(self) -> str:
+        if not self.proc:
+            return ""
+        rss = self.rss()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        status, self.proc = self.proc.returncode, None
+        return (f"server {self.label}: RSS {self.rss_start / 1024:.1f} MB after start, "
+                f"{rss / 1024:.1f} MB at the end; exit {status}")
+
+
 # -- reporting -----------------------------------------------------------------------------
 
 
@@ -632,18 +691,30 @@ def install_links(binary: str, directory: str) -> None:
                          f"{(r.stderr or r.stdout).strip()}")
 
 
-def setup_tools(opts: argparse.Namespace, impls: list[tuple[str, str]], linkdir: str,
-                tree: str) -> str:
-    """TOOLS/TOOL_ENV for the cnitool cases: our cnitool for our labels; for Go, the Go
-    libcni client (tests/fixtures/go_libcni/main.go, built here) or our cnitool."""
+def setup_tools(opts: argparse.Namespace, impls: list[tuple[str, str]],
+                bin_of: dict[str, str], linkdir: str, tree: str) -> str:
+    """TOOLS/TOOL_ENV for the cnitool cases: each build's own `cnitool` (the multi-call
+    binary runs it as `BIN cnitool`), else --cnitool; for Go, the Go libcni client
+    (tests/fixtures/go_libcni/main.go, built here) or, without Go, --cnitool."""
     ours_tool = os.path.abspath(opts.cnitool)
     if not os.access(ours_tool, os.X_OK):
         raise SystemExit(f"bench: {ours_tool} is not executable (--cnitool)")
     env = {"PYTHONPYCACHEPREFIX": os.path.join(linkdir, "pyc")}
     if tree:
         env["PYTHONPATH"] = tree        # our cnitool's libcni from the snapshot too
+    notes = []
     for label, _ in impls:
         TOOLS[label], TOOL_ENV[label] = [ours_tool], dict(env)
+        b = bin_of.get(label)
+        if b:                           # the build's own, with that build's environment
+            benv = IMPL_ENV.get(label, {})
+            probe = subprocess.run([b, "cnitool", "--help"], capture_output=True,
+                                   env={**base_env(), **benv})
+            if probe.returncode == 0:
+                TOOLS[label], TOOL_ENV[label] = [b, "cnitool"], dict(benv)
+            else:
+                TOOL_ENV[label].update(benv)
+            notes.append(f"{label}: {' '.join(TOOLS[label])}")
     go_tool, why = opts.go_cnitool, ""
     if not go_tool:
         spec = importlib.util.spec_from_file_location(
@@ -658,9 +729,9 @@ def setup_tools(opts: argparse.Namespace, impls: list[tuple[str, str]], linkdir:
                 why = f"go build failed: {e.stderr.decode(errors='replace').strip()[:200]}"
     if go_tool:
         TOOLS["go"], TOOL_ENV["go"] = [os.path.abspath(go_tool)], {}
-        return (f"cnitool: ours {ours_tool} (Python libcni) exec'ing ours' plugins; go: the Go "
-                f"libcni (1.1.2, as Go's cnitool drives it) exec'ing {opts.go_dir}")
-    return (f"cnitool: {ours_tool} for both, exec'ing ours' plugins or {opts.go_dir} "
+        return (f"cnitool: {'; '.join(notes)} (Python libcni, exec'ing that build's plugins); "
+                f"go: the Go libcni 1.1.2 as Go's cnitool drives it, exec'ing {opts.go_dir}")
+    return (f"cnitool: {'; '.join(notes)}; go: {ours_tool} exec'ing {opts.go_dir} "
             f"(no Go libcni client: {why})")
 
 
@@ -687,7 +758,7 @@ def targets_report(results: dict[str, dict[tuple[str, str], list[float]]],
                 ok = ratio <= limit
                 how = "" if ok else (f"  (target {limit * go_med:.1f} ms: "
                                      f"{med - limit * go_med:.1f} ms over, {ratio / limit:.1f}x)")
-                lines.append((f"{issue} {name + ' ' + verb:38} {lbl:>10} {ratio:7.2f}x "
+                lines.append((f"{issue:5} {name + ' ' + verb:38} {lbl:>10} {ratio:7.2f}x "
                               f"<= {limit:.1f}x  {'PASS' if ok else 'MISS'}{how}", issue))
     version = results.get("VERSION", {})
     for lbl in ours:
@@ -698,7 +769,7 @@ def targets_report(results: dict[str, dict[tuple[str, str], list[float]]],
         if f and v:
             d = statistics.median(f) - statistics.median(v)
             ok = d <= FROZEN_SLACK_MS
-            lines.append((f"#6 {'start-up: ' + lbl + ' - ' + base + ' (VERSION)':38} "
+            lines.append((f"{'#6':5} {'start-up: ' + lbl + ' - ' + base + ' (VERSION)':38} "
                           f"{lbl:>10} {d:+7.1f}ms <= {FROZEN_SLACK_MS:.0f}ms  "
                           f"{'PASS' if ok else 'MISS'}", "#6"))
     if lines:
@@ -762,6 +833,9 @@ def main() -> int:
     ap.add_argument("--go-cnitool", metavar="PATH",
                     help="a Go libcni client with cnitool's command line (default: build "
                          "tests/fixtures/go_libcni/main.go into the temp dir)")
+    ap.add_argument("--server", action="store_true",
+                    help="also run each --bin through a server of its own (`BIN serve --socket "
+                         f"TMP/serve.sock`, {SERVER_ENV} set for its plugins) as label+srv")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     opts = ap.parse_args()
 
@@ -794,21 +868,45 @@ def main() -> int:
     stderr_path = os.path.join(linkdir, "stderr")
     stderr_file = os.open(stderr_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     impls: list[tuple[str, str]] = []       # (label, CNI_PATH)
+    bin_of: dict[str, str] = {}
     taken: set[str] = set()
+    servers: list[Server] = []
+    no_server = os.path.join(linkdir, "no-server.sock")
     for b in bins:
         label = label_for(b, taken)
         taken.add(label)
         d = os.path.join(linkdir, label)
         install_links(b, d)
         impls.append((label, d))
+        bin_of[label] = b
+        # standalone: a socket path where no server listens, whatever runs on this node
+        IMPL_ENV[label] = {SERVER_ENV: no_server}
         if label != "frozen":
-            IMPL_ENV[label] = {"PYTHONPYCACHEPREFIX": os.path.join(linkdir, "pyc")}
+            IMPL_ENV[label]["PYTHONPYCACHEPREFIX"] = os.path.join(linkdir, "pyc")
             if tree:
                 IMPL_ENV[label]["PYTHONPATH"] = tree
+    if opts.server:
+        for label, d in list(impls):
+            srv_label = label + "+srv"
+            sock = os.path.join(linkdir, f"serve-{label}", "serve.sock")
+            IMPL_ENV[srv_label] = {**IMPL_ENV[label], SERVER_ENV: sock}
+            impls.append((srv_label, d))
+            bin_of[srv_label] = bin_of[label]
+            servers.append(Server(srv_label, bin_of[label], sock,
+                                  {**base_env(), **IMPL_ENV[srv_label]}))
     impls.append(("go", opts.go_dir))
     tool_note = ""
     if any(c.runner for c in cases):
-        tool_note = setup_tools(opts, impls, linkdir, tree)
+        tool_note = setup_tools(opts, impls, bin_of, linkdir, tree)
+    try:
+        for srv in servers:
+            srv.start()
+    except BaseException:
+        for srv in servers:
+            srv.stop()
+        os.close(stderr_file)
+        shutil.rmtree(linkdir, ignore_errors=True)
+        raise
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -820,14 +918,16 @@ def main() -> int:
     now = datetime.datetime.now(datetime.timezone.utc).astimezone()
     print(f"cni-plugins bench, {now:%Y-%m-%d %H:%M:%S %Z}")
     print(machine())
-    for (label, _), b in zip(impls, bins):
-        src = ""
-        if label != "frozen":
+    for label, _ in impls[:-1]:
+        b, src = bin_of[label], ""
+        if not label.startswith("frozen"):
             rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", opts.tree or "HEAD"],
                                  capture_output=True, text=True).stdout.strip()
             src = (f" (cni_plugins from {opts.tree}" + (f" = {rev}" if rev != opts.tree else "")
                    + ")" if opts.tree else f" (cni_plugins from the working tree, HEAD {rev})")
-        print(f"ours: {label} = {b}{src}")
+        srv = next((f" through `{' '.join(x.argv)}` (pid {x.proc.pid})" for x in servers
+                    if x.label == label and x.proc), "")
+        print(f"ours: {label} = {b}{src}{srv}")
     print(f"go:   {opts.go_dir}")
     if tool_note:
         print(tool_note)
@@ -896,6 +996,8 @@ def main() -> int:
         print(f"\nbench: interrupted ({str(e) or 'Ctrl-C'}); cleaning up", file=sys.stderr)
         return 130
     finally:
+        for srv in servers:
+            print(srv.stop(), flush=True)
         cleanup_all()
         os.close(stderr_file)
         shutil.rmtree(linkdir, ignore_errors=True)
