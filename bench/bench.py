@@ -500,8 +500,12 @@ IMPL_ENV: dict[str, dict[str, str]] = {}
 def base_env() -> dict[str, str]:
     # PYTHONDONTWRITEBYTECODE (set in some dev shells) would make a venv plugin compile every
     # module on every exec once its .pyc files are stale; an installed package has them.
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("CNI_") and k != "PYTHONDONTWRITEBYTECODE"}
+    # SERVER_ENV: a path that cannot exist, so that a server running on this node never
+    # answers for a standalone exec (the --server columns set their own).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CNI_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env[SERVER_ENV] = NO_SERVER
+    return env
 
 
 def check(case: Case, impl: str, verb: str, out: Outcome) -> str:
@@ -602,9 +606,10 @@ def run_iteration(case: Case, impl: str, cni_path: str, go_dir: str, stderr_file
 # -- the server fast path (issue 8) -------------------------------------------------------
 
 # The thin client in every exec'd plugin tries the socket named by this variable; the
-# standalone columns point it at a path where nothing listens, so a server running on this
-# node can never answer for them.
+# standalone columns (and throughput.py, profile_add.py: base_env) point it at a path that
+# cannot exist, so a server running on this node can never answer for them.
 SERVER_ENV = "CNI_PLUGINS_SOCKET"
+NO_SERVER = "/dev/null/no-server.sock"
 SERVER_START_TIMEOUT = 30.0
 
 
@@ -893,7 +898,6 @@ def main() -> int:
     bin_of: dict[str, str] = {}
     taken: set[str] = set()
     servers: list[Server] = []
-    no_server = os.path.join(linkdir, "no-server.sock")
     for b in bins:
         label = label_for(b, taken)
         taken.add(label)
@@ -901,8 +905,7 @@ def main() -> int:
         install_links(b, d)
         impls.append((label, d))
         bin_of[label] = b
-        # standalone: a socket path where no server listens, whatever runs on this node
-        IMPL_ENV[label] = {SERVER_ENV: no_server}
+        IMPL_ENV[label] = {}
         if label != "frozen":
             IMPL_ENV[label]["PYTHONPYCACHEPREFIX"] = os.path.join(linkdir, "pyc")
             if tree:
