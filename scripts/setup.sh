@@ -7,6 +7,8 @@
 #   busybox-static, cpio, kmod, xz-utils, and linux-image-amd64 (only booted as the guest's kernel).
 #   golang-go and golang-github-appc-cni-dev (the Go libcni's source): the libcni interop
 #   tests build a small Go libcni driver from them as their oracle (tests/fixtures/go_libcni.py).
+#   podman, runc, containerd: the real-runtime tests (tests/e2e/test_podman.py,
+#   test_containerd.py; they also install them themselves when missing).
 #   .venv: the project in editable mode with its test and build extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv
           iputils-ping curl netcat-openbsd conntrack
           qemu-system-x86 busybox-static cpio kmod xz-utils linux-image-amd64
-          golang-go golang-github-appc-cni-dev"
+          golang-go golang-github-appc-cni-dev podman runc containerd"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

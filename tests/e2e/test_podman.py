@@ -1,0 +1,194 @@
+"""podman 4.3.1 (CNI backend) driving our pyinstaller bundle, end to end.
+
+podman's `cni_plugin_dirs` is a directory of links to the bundle, and nothing else, so every
+plugin podman execs is ours; its conflist is bridge (+ host-local) + portmap + tuning. Two
+busybox containers per cniVersion (--rootfs, nothing pulled), each checked for: an address
+reserved in our host-local's dataDir, ping both ways and from the node, a published port on
+127.0.0.1, on the node's address and from the other container, `-p 127.0.0.1:P:80` not
+reachable on the node's address, connectivity after `podman network reload` and after
+`podman restart`, and nothing left after `podman rm -f` (veth, netns, reservation, cached
+result, nftables rule).
+
+podman runs inside a throw-away "node" netns (nsenter --net, same mount namespace) with its
+own containers.conf, storage and runroot under a temp dir, so neither the host's network nor
+the system podman's containers are touched. Recipe: /work/shared/podman/README.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cni_plugins import plugins
+from tests.fixtures.runtime import INDEX, Node, busybox_rootfs, free_subnet, need_packages, remove_tree
+
+pytestmark = [pytest.mark.root, pytest.mark.runtime]
+
+VERSIONS = ("0.3.1", "0.4.0", "1.0.0")       # podman 4.3's libcni cannot DEL a 1.1.0 cache
+PUBLIC, LOCAL = 18080, 18081                 # -p PUBLIC:80 on c1, -p 127.0.0.1:LOCAL:80 on c2
+RESULTS = "/var/lib/cni/results"             # podman's libcni cache: not configurable
+
+
+class Podman:
+    """podman with a private config, storage and runroot, run in the node's netns."""
+
+    def __init__(self, work: Path, node: Node, plugin_dir: str, net: str, v: str) -> None:
+        self.work, self.node, self.net = work, node, net
+        self.subnet = ipaddress.ip_network(free_subnet())
+        self.gateway = str(self.subnet.network_address + 1)
+        self.bridge = "cnipm" + uuid.uuid4().hex[:8]
+        self.data_dir = work / "ipam"
+        self.rootfs = busybox_rootfs(str(work / "rootfs"))
+        (work / "net.d").mkdir()
+        (work / "net.d" / f"10-{net}.conflist").write_text(json.dumps({
+            "cniVersion": v, "name": net, "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True,
+                 "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": str(self.subnet)}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.data_dir)}},
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+            ]}, indent=1))
+        (work / "containers.conf").write_text(f"""
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{plugin_dir}"]
+network_config_dir = "{work / 'net.d'}"
+default_network = "{net}-unused"
+[engine]
+runtime = "runc"
+events_logger = "none"
+static_dir = "{work / 'storage' / 'libpod'}"
+tmp_dir = "{work / 'runroot' / 'libpod-tmp'}"
+volume_path = "{work / 'storage' / 'volumes'}"
+""")
+
+    def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> str:
+        env = {**os.environ, "CONTAINERS_CONF": str(self.work / "containers.conf")}
+        r = subprocess.run([*self.node.prefix(), "podman", "--root", str(self.work / "storage"),
+                            "--runroot", str(self.work / "runroot"), "--storage-driver", "vfs",
+                            *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} exited {r.returncode}:\n{r.stderr}{r.stdout}")
+        return r.stdout
+
+    def run(self, name: str, publish: str) -> str:
+        return self("run", "-d", "--name", name, "--network", self.net, "-p", publish,
+                    "--rootfs", self.rootfs, "/bin/httpd", "-f", "-p", "80", "-h", "/www").strip()
+
+    def exec(self, name: str, *cmd: str, check: bool = True) -> str:
+        return self("exec", name, *cmd, check=check)
+
+    def ip(self, name: str) -> str:
+        out = self.exec(name, "ip", "-4", "-o", "addr", "show", "eth0")
+        return out.split("inet ", 1)[1].split("/", 1)[0]
+
+    def reservations(self) -> dict[str, str]:
+        """ip -> owner ("<container ID>\\r\\n<ifname>", Go's layout), from host-local's files."""
+        d = self.data_dir / self.net
+        if not d.is_dir():
+            return {}
+        return {p.name: p.read_bytes().decode() for p in d.iterdir()
+                if p.name not in ("lock",) and not p.name.startswith("last_reserved_ip")}
+
+    def http_from(self, name: str, host: str, port: int) -> str:
+        """GET / from inside a container (busybox nc, bounded)."""
+        return self.exec(name, "sh", "-c", f'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 {host} {port}',
+                         check=False)
+
+
+@pytest.fixture(scope="module")
+def podman_ready() -> None:
+    need_packages("podman", "runc", "busybox-static")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(frozen_bin: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A plugin directory holding only links to the pyinstaller bundle (made by install)."""
+    d = tmp_path_factory.mktemp("podman-cni-bin")
+    subprocess.run([frozen_bin, "install", "--dir", str(d)], check=True, capture_output=True)
+    assert sorted(os.listdir(d)) == sorted(plugins.names())
+    return str(d)
+
+
+@pytest.fixture
+def pm(podman_ready: None, bundle_dir: str, request: pytest.FixtureRequest) -> Iterator[Podman]:
+    v = request.param
+    work = Path(tempfile.mkdtemp(prefix="cnitest-podman-"))
+    node = Node()
+    net = "cnitest-pm-" + uuid.uuid4().hex[:8]
+    p = None
+    try:
+        p = Podman(work, node, bundle_dir, net, v)
+        yield p
+    finally:
+        if p is not None:
+            p("rm", "-f", "-t", "0", "--all", timeout=120, check=False)
+        node.delete()
+        for f in Path(RESULTS).glob(f"{net}-*") if os.path.isdir(RESULTS) else ():
+            f.unlink()
+        remove_tree(str(work))
+
+
+def sandbox(pm: Podman, name: str) -> str:
+    return pm("inspect", "--format", "{{.NetworkSettings.SandboxKey}}", name).strip()
+
+
+def check_connectivity(pm: Podman, c1: str, c2: str, when: str) -> tuple[str, str]:
+    """Addresses from our host-local, ping both ways and from the node, the published ports."""
+    ip1, ip2 = pm.ip("c1"), pm.ip("c2")
+    assert {ip1, ip2} <= set(map(str, pm.subnet.hosts())), when
+    assert pm.reservations() == {ip1: f"{c1}\r\neth0", ip2: f"{c2}\r\neth0"}, when
+    pm.exec("c2", "ping", "-c1", "-W2", ip1)
+    pm.exec("c1", "ping", "-c1", "-W2", ip2)
+    for ip in (ip1, ip2):
+        pm.node.sh("ping", "-c1", "-W2", ip)
+    node = pm.node
+    assert node.curl(f"http://127.0.0.1:{PUBLIC}/").stdout == INDEX, when
+    assert node.curl(f"http://{node.addr}:{PUBLIC}/").stdout == INDEX, when
+    assert pm.http_from("c2", node.addr, PUBLIC).endswith(INDEX), when        # other container
+    assert node.curl(f"http://127.0.0.1:{LOCAL}/").stdout == INDEX, when
+    r = node.curl(f"http://{node.addr}:{LOCAL}/", timeout=2)          # -p 127.0.0.1:LOCAL only
+    assert r.returncode != 0 and INDEX not in r.stdout, when
+    return ip1, ip2
+
+
+@pytest.mark.parametrize("pm", VERSIONS, indirect=True, ids=lambda v: f"[{v}]")
+def test_podman_end_to_end(pm: Podman) -> None:
+    assert pm("info", "--format", "{{.Host.NetworkBackend}}").strip() == "cni"
+    [inspect] = json.loads(pm("network", "inspect", pm.net))
+    assert inspect["network_interface"] == pm.bridge
+    assert [s["subnet"] for s in inspect["subnets"]] == [str(pm.subnet)]
+
+    c1 = pm.run("c1", f"{PUBLIC}:80")
+    c2 = pm.run("c2", f"127.0.0.1:{LOCAL}:80")
+    check_connectivity(pm, c1, c2, "after run")
+    assert pm.exec("c1", "cat", "/proc/sys/net/core/somaxconn").strip() == "512"      # tuning
+    rules = pm.node.ruleset()
+    assert "table inet cni_plugins_masquerade" in rules            # our bridge's nft ipMasq
+    assert c1 in rules and c2 in rules                  # portmap's rules, commented with the ID
+
+    pm("network", "reload", "--all", timeout=120)
+    check_connectivity(pm, c1, c2, "after network reload")
+    pm("restart", "-t", "0", "c1", timeout=120)
+    check_connectivity(pm, c1, c2, "after restart")
+
+    sandboxes = [sandbox(pm, "c1"), sandbox(pm, "c2")]
+    assert all(os.path.exists(s) for s in sandboxes)
+    pm("rm", "-f", "-t", "0", "c1", "c2", timeout=120)
+    assert pm.node.veths() == []
+    assert not any(os.path.exists(s) for s in sandboxes)
+    assert pm.reservations() == {}
+    assert list(Path(RESULTS).glob(f"{pm.net}-*")) == []
+    rules = pm.node.ruleset()
+    assert c1 not in rules and c2 not in rules
