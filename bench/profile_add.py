@@ -78,6 +78,8 @@ class Bed:
         self.case, self.tmp = case, tmp
         self.ctx = bench.Ctx(impl="ours", cni_path="", tmp=tmp, container_id="prof")
         self.ctx.host_netns = bench.netns_add()
+        if case.netns:      # a chained plugin's case: its setup puts the pod's link there
+            self.ctx.netns = os.path.join(bench.NETNS_DIR, bench.netns_add())
         if case.setup:
             with bench.inside(self.ctx.host_netns):
                 case.setup(self.ctx)
@@ -89,7 +91,9 @@ class Bed:
         self.run([prime_bin], self.env("prime", env))
 
     def container(self) -> str:
-        return os.path.join(bench.NETNS_DIR, bench.netns_add())
+        """A fresh netns; for a chained plugin's case (tuning, portmap), the one its setup
+        prepared: every profiled ADD is then another container ID on the same pod link."""
+        return self.ctx.netns or os.path.join(bench.NETNS_DIR, bench.netns_add())
 
     def env(self, tag: str, extra: dict[str, str], netns: str = "") -> dict[str, str]:
         e = bench.base_env()
