@@ -49,8 +49,9 @@ def load_conf(args: CmdArgs) -> Conf:
     return netconf.load(args, Conf)
 
 
-def selector(conf: Conf) -> tuple[str, str]:
-    """(field, value) of the one way the config names the device; CNIError 7 otherwise."""
+def selector(conf: Conf) -> tuple[str, str, str]:
+    """(field, how, value): the one way the config names the device, and how to look it
+    up (device, hwaddr, kernelpath, pciBusID, auxDevice); CNIError 7 otherwise."""
     device_id = conf.runtime_config.get("deviceID", "")
     if not isinstance(device_id, str):
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
@@ -68,7 +69,8 @@ def selector(conf: Conf) -> tuple[str, str]:
                        f"invalid config: {given[0][0]}, {given[1][0]}: only one of "
                        '"device", "hwaddr", "kernelpath", "pciBusID" or runtimeConfig '
                        '"deviceID" may name the device')
-    key, value = given[0]
+    field, value = given[0]
+    key = field
     if key == "hwaddr" and not _MAC.match(value):
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"invalid config: hwaddr: {value!r} is not a MAC address")
@@ -81,8 +83,8 @@ def selector(conf: Conf) -> tuple[str, str]:
         key = "pciBusID" if _PCI_ADDR.match(value) else "auxDevice"
     if key in ("pciBusID", "auxDevice") and ("/" in value or value in (".", "..")):
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: {key}: {value!r} is not a device address")
-    return key, value
+                       f"invalid config: {field}: {value!r} is not a device address")
+    return field, key, value
 
 
 def userspace_driver(key: str, value: str) -> bool:
@@ -106,7 +108,7 @@ def _first_netdev(net_dir: str, nl: Netlink) -> Link | None:
     return None
 
 
-def find_host_device(nl: Netlink, key: str, value: str) -> Link:
+def find_host_device(nl: Netlink, field: str, key: str, value: str) -> Link:
     """The host link the selector names, in the netns `nl` is bound to."""
     found: Link | None = None
     where = ""
@@ -128,7 +130,6 @@ def find_host_device(nl: Netlink, key: str, value: str) -> Link:
         where = os.path.join(SYS_BUS_AUX, value, "net")
         found = _first_netdev(where, nl)
     if found is None:
-        field = "runtimeConfig.deviceID" if key == "auxDevice" else key
         at = f" (no network device under {where})" if where else ""
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"invalid config: {field}: failed to find host device {value!r}{at}")
@@ -177,7 +178,7 @@ def move_out(ctr: Netlink, index: int, fallback_name: str, host_ns_fd: int) -> N
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    key, value = selector(conf)
+    field, key, value = selector(conf)
     with ExitStack() as undo:
         ctr_ns = undo.enter_context(NetNS.open(args.netns))
         host_ns = undo.enter_context(NetNS.current())
@@ -186,7 +187,7 @@ def cmd_add(args: CmdArgs) -> Result:
             ctr = undo.enter_context(Netlink())
         result = Result()
         if not userspace_driver(key, value):
-            dev = find_host_device(host, key, value)
+            dev = find_host_device(host, field, key, value)
             for clash in (args.ifname, dev.name):
                 if ctr.link(clash) is not None:
                     raise CNIError(Code.INTERNAL,
@@ -235,7 +236,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    key, value = selector(conf)
+    _, key, value = selector(conf)
     if conf.ipam.type:
         invoke.delegate_check(conf.ipam.type, args)
     prev = args.prev_result()
