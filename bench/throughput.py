@@ -206,6 +206,8 @@ def main() -> int:
     ap.add_argument("--exec-timeout", type=float, default=60, help="seconds per exec (60)")
     ap.add_argument("--timeout", type=float, default=1500,
                     help="seconds for the whole run (1500)")
+    ap.add_argument("--server", action="store_true",
+                    help="also each --bin through a server of its own, as bench.py --server")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("throughput: needs root (netns)")
@@ -222,6 +224,7 @@ def main() -> int:
     bins = [os.path.abspath(b) for b in (opts.bin or [bench.DEFAULT_BIN])]
     linkdir = tempfile.mkdtemp(prefix="cni-bench-bin-")
     failed = False
+    servers: list[bench.Server] = []
     try:
         tree = bench.snapshot(opts.tree, linkdir) if opts.tree else ""
         impls: list[tuple[str, str, dict[str, str]]] = []
@@ -237,14 +240,24 @@ def main() -> int:
                 if tree:
                     extra["PYTHONPATH"] = tree
             impls.append((label, d, extra))
+        if opts.server:             # as bench.py --server: label+srv through BIN serve
+            for label, d, extra in list(impls):
+                sock = os.path.join(linkdir, f"serve-{label}", "serve.sock")
+                sextra = {**extra, bench.SERVER_ENV: sock}
+                impls.append((label + "+srv", d, sextra))
+                servers.append(bench.Server(label + "+srv", bins[len(servers)], sock,
+                                            {**bench.base_env(), **sextra}))
+            for srv in servers:
+                srv.start()
         impls.append(("go", opts.go_dir, {}))
 
         now = datetime.datetime.now(datetime.timezone.utc).astimezone()
         print(f"cni-plugins throughput, {now:%Y-%m-%d %H:%M:%S %Z}")
         print(bench.machine())
-        for (label, _, _), b in zip(impls, bins):
+        for (label, _, _), b in zip(impls, bins + [srv.argv[0] for srv in servers]):
             print(f"ours: {label} = {b}" + (f" (cni_plugins from {opts.tree})"
-                                            if tree and label != "frozen" else ""))
+                                            if tree and not label.startswith("frozen") else "")
+                  + (" through its server" if label.endswith("+srv") else ""))
         print(f"go:   {opts.go_dir}")
         print(f"bridge + host-local, {opts.pods} pods per round: ADD burst then DEL burst; "
               "pods/s (wall) and the plugins' cpu ms per pod; dup = addresses given twice")
@@ -252,7 +265,7 @@ def main() -> int:
         for label, d, extra in impls:               # untimed: bytecode cache, page cache
             run_round(label, d, extra, 4, 1, opts.exec_timeout, deadline)
 
-        print(f"\n{'workers':>7} {'impl':8} {'ADD/s':>7} {'DEL/s':>7} {'ADD cpu':>8} "
+        print(f"\n{'workers':>7} {'impl':10} {'ADD/s':>7} {'DEL/s':>7} {'ADD cpu':>8} "
               f"{'DEL cpu':>8} {'dup':>4}  checks")
         rows: dict[tuple[int, str], dict[str, Any]] = {}
         for rnd, workers in enumerate(worker_counts):
@@ -274,7 +287,7 @@ def main() -> int:
                     problems.append(f"after DEL {res['ports_after_del']} ports, "
                                     f"{res['held_after_del']} reservations")
                 failed |= bool(problems)
-                print(f"{workers:>7} {label:8} {res['add']:7.1f} {res['del']:7.1f} "
+                print(f"{workers:>7} {label:10} {res['add']:7.1f} {res['del']:7.1f} "
                       f"{res['cpu_add']:8.1f} {res['cpu_del']:8.1f} {res['dups']:>4}  "
                       + ("; ".join(problems) if problems else
                          f"ok ({opts.pods} ports, {opts.pods} reservations; none after DEL)"),
@@ -297,6 +310,8 @@ def main() -> int:
         print(f"\nthroughput: interrupted ({str(e) or 'Ctrl-C'}); cleaning up", file=sys.stderr)
         return 130
     finally:
+        for srv in servers:
+            print(srv.stop(), flush=True)
         bench.cleanup_all()
         shutil.rmtree(linkdir, ignore_errors=True)
     if failed:
