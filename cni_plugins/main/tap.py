@@ -18,7 +18,7 @@ from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import link, sysctl, tuntap
 from ..net.iface import check_routes, configure_iface
-from ..net.netlink import Netlink
+from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -75,14 +75,14 @@ def create_tap(ctr: Netlink, ctr_ns: NetNS, conf: Conf, ifname: str, undo: ExitS
     return tap.index
 
 
-def enslave(ctr: Netlink, index: int, bridge: str) -> None:
+def find_bridge(ctr: Netlink, bridge: str) -> Link:
+    """The bridge `bridge` of the container netns; CNIError 7 when absent or no bridge."""
     br = ctr.link(bridge)
     if br is None or br.kind != "bridge":
         what = "not found" if br is None else f"is a {br.kind or 'plain'} link, not a bridge"
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"invalid config: bridge: {bridge!r} {what} in the container netns")
-    with kernel_errors(f"set master of tap to bridge {bridge!r}"):
-        ctr.link_set(index, master=br.index)
+    return br
 
 
 def cmd_add(args: CmdArgs) -> Result:
@@ -93,15 +93,15 @@ def cmd_add(args: CmdArgs) -> Result:
             ctr = undo.enter_context(Netlink())
             if ctr.link(args.ifname) is not None:
                 raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
-            if conf.bridge:                 # refused before anything exists
-                br = ctr.link(conf.bridge)
-                if br is None or br.kind != "bridge":
-                    enslave(ctr, 0, conf.bridge)
+            if conf.bridge:
+                find_bridge(ctr, conf.bridge)       # refused before anything exists
         index = create_tap(ctr, ctr_ns, conf, args.ifname, undo)
         checkpoint("tap")
         with ctr_ns.enter():
             if conf.bridge:
-                enslave(ctr, index, conf.bridge)
+                br = find_bridge(ctr, conf.bridge)
+                with kernel_errors(f"set master of {args.ifname!r} to bridge {conf.bridge!r}"):
+                    ctr.link_set(index, master=br.index)
                 checkpoint("bridge")
             tap = ctr.link_by_index(index)
             assert tap is not None
