@@ -6,7 +6,8 @@ ADD  exactly one selector (device | hwaddr | kernelpath | pciBusID | runtimeConf
      -> IPAM ADD and addresses/routes when `ipam` is set
 DEL  IPAM DEL (also when the netns is gone: Go's leaks the addresses there) -> the link
      down, renamed back to its alias, moved to the host netns; success when the netns or
-     the link is gone
+     the link is gone (with the netns gone, a physical device the kernel handed back under
+     its container name is renamed to its host name)
 
 A PCI device bound to a userspace (DPDK) driver has no netdev: it is left where it is and
 the result has no interface, as Go's. Two selectors are refused (Go silently takes the
@@ -227,11 +228,36 @@ def cmd_del(args: CmdArgs) -> None:
         invoke.delegate_del(conf.ipam.type, args)
     ctr_ns = NetNS.open_if_exists(args.netns)
     if ctr_ns is None:
+        with Netlink() as host:
+            reclaim(host, conf)
         return
     with ctr_ns, NetNS.current() as host_ns, ctr_ns.enter(), Netlink() as ctr:
         dev = ctr.link(args.ifname)
         if dev is not None:
             move_out(ctr, dev.index, args.ifname, host_ns.fd)
+
+
+def reclaim(host: Netlink, conf: Conf) -> None:
+    """The netns is gone. The kernel destroys virtual links with it, but hands a physical
+    device back to the root netns under its container name (or devN): when the config
+    names the device (device or hwaddr) and a link carries that name in its alias (ours
+    and Go's mark), it gets its host name back. A device already home is left alone."""
+    if conf.device:
+        if host.link(conf.device) is not None:
+            return
+        found = next((l for l in host.links() if l.alias == conf.device), None)
+    elif conf.hwaddr and _MAC.match(conf.hwaddr):
+        mac = conf.hwaddr.lower().replace("-", ":")
+        found = next((l for l in host.links() if l.mac.lower() == mac and l.alias
+                      and l.alias != l.name and host.link(l.alias) is None), None)
+    else:
+        return
+    if found is None or not found.alias or found.alias == found.name:
+        return
+    with kernel_errors(f"rename {found.name!r} back to {found.alias!r}"):
+        if found.up:
+            host.link_set(found.index, up=False)
+        host.link_set(found.index, name=found.alias)
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -288,3 +288,24 @@ def ip_of_out(out: dict) -> str:
     if "ips" in out:
         return out["ips"][0]["address"].split("/")[0]
     return out["ip4"]["ip"].split("/")[0]
+
+
+@pytest.mark.parametrize("sel", ["device", "hwaddr"])
+def test_del_with_the_netns_gone_renames_a_handed_back_device(sel, make_node):
+    """A physical NIC outlives its netns: the kernel hands it back under its container
+    name. That state is made by hand here (a veth cannot outlive the pod): a link called
+    eth0 whose alias is hd0. DEL renames it hd0; a device already home is not touched."""
+    node = make_node(mode="inproc")
+    node.host.sh("ip", "link", "add", "eth0", "address", MAC, "type", "veth", "peer", "name",
+                 "hdp")
+    node.host.sh("ip", "link", "set", "eth0", "alias", "hd0")
+    node.host.sh("ip", "link", "set", "eth0", "up")
+    conf = hd_conf("1.0.0", node, **({"device": "hd0"} if sel == "device" else {"hwaddr": MAC}))
+    r = node("host-device", "DEL", conf, netns="/run/netns/cnitest-gone-for-good")
+    assert r.ok, r.raw
+    dev = link(node.host, "hd0")
+    assert dev is not None and dev["address"] == MAC and "eth0" not in links(node.host)
+    node.host.sh("ip", "link", "add", "eth1", "type", "veth", "peer", "name", "hdq")
+    node.host.sh("ip", "link", "set", "eth1", "alias", "hd0")
+    assert node("host-device", "DEL", conf, netns="").ok
+    assert {"hd0", "eth1"} <= set(links(node.host))
