@@ -9,6 +9,8 @@ and the kernel is read through our netlink facade rather than `ip` processes."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from cni_plugins import version
@@ -94,6 +96,11 @@ def test_add_check_del(v, make_node):
     assert {("0.0.0.0/0", GW4), ("::/0", GW6)} <= moved
     assert moved <= s["routes"][(1, "eth0")]                # every route now in table 1
     assert (254, "eth0") not in s["routes"]                 # none left in main
+    if v == "1.0.0":                # traffic: through the VRF to the node's gateway ends
+        for gw in (GW4, GW6):
+            pod.sh("ping", "-c1", "-W2", "-I", "vrf0", gw)
+        with pytest.raises(subprocess.CalledProcessError):   # the main table has no way
+            pod.sh("ping", "-c1", "-W1", GW4)
 
     if version.has_check(v):
         assert node("vrf", "CHECK", vrf_conf(v, prev), pod).ok
