@@ -17,7 +17,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -28,7 +27,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.fixtures.runtime import INDEX, Node, busybox_rootfs, free_subnet, need_packages, remove_tree
+from tests.fixtures.runtime import (INDEX, Node, best_effort, busybox_rootfs, free_subnet,
+                                    kill_started_from, need_packages, remove_tree)
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 
@@ -155,21 +155,7 @@ disabled_plugins = [{disabled}]
         except subprocess.TimeoutExpired:
             self.daemon.kill()
             self.daemon.wait(timeout=10)
-        for pid in shims_of(self.sock):         # started by our containerd, for our tasks
-            os.kill(pid, signal.SIGKILL)
-
-
-def shims_of(sock: str) -> list[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in argv:
-                pids.append(int(d))
-    return pids
+        kill_started_from(self.sock)            # shims of our containerd, if any is left
 
 
 @pytest.fixture
@@ -188,7 +174,7 @@ def ctrd(frozen_bin: str) -> Iterator[Containerd]:
         yield c
     finally:
         if c is not None:
-            c.stop()
+            best_effort(c.stop)
         node.delete()
         for f in Path(RESULTS).glob(f"{net}-*") if os.path.isdir(RESULTS) else ():
             f.unlink()

@@ -28,7 +28,8 @@ from typing import Iterator
 import pytest
 
 from cni_plugins import plugins
-from tests.fixtures.runtime import INDEX, Node, busybox_rootfs, free_subnet, need_packages, remove_tree
+from tests.fixtures.runtime import (INDEX, Node, best_effort, busybox_rootfs, free_subnet,
+                                    kill_started_from, need_packages, remove_tree)
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 
@@ -133,7 +134,8 @@ def pm(podman_ready: None, bundle_dir: str, request: pytest.FixtureRequest) -> I
         yield p
     finally:
         if p is not None:
-            p("rm", "-f", "-t", "0", "--all", timeout=120, check=False)
+            best_effort(p, "rm", "-f", "-t", "0", "--all", timeout=120, check=False)
+            best_effort(kill_started_from, str(work))   # conmon, if rm could not stop it
         node.delete()
         for f in Path(RESULTS).glob(f"{net}-*") if os.path.isdir(RESULTS) else ():
             f.unlink()
