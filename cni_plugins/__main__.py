@@ -29,7 +29,21 @@ def executable() -> str:
     return os.path.realpath(argv0)
 
 
+def _plugin_call() -> str:
+    """The plugin type this exec is a call of, or "" (help, install, serve, ...)."""
+    name = os.path.basename(sys.argv[0])
+    if name not in ("cni-plugins", "cnitool", "__main__.py", "entry.py") \
+            and not name.startswith("python"):
+        return name
+    arg = sys.argv[1] if len(sys.argv) > 1 else ""
+    if not arg or arg[0] in "-." or arg in ("install", "serve", "help", "cnitool"):
+        return ""
+    return arg
+
+
 def usage() -> str:
+    from . import plugins
+
     return ("usage: cni-plugins TYPE            run plugin TYPE (CNI_* in the environment)\n"
             "       cni-plugins install --dir DIR [--force|--uninstall|--list] [--cnitool PATH]\n"
             "       cni-plugins cnitool ...       cnitool (also through a link named cnitool)\n"
@@ -38,9 +52,17 @@ def usage() -> str:
 
 
 def main() -> None:
+    stdin = None
+    plugin = _plugin_call()
+    if plugin and os.environ.get("CNI_COMMAND"):
+        from . import client
+
+        stdin = client.forward(plugin)      # exits when the server answered
+    from . import plugins, skel
+
     name = os.path.basename(sys.argv[0])
     if name in plugins.REGISTRY:
-        skel.main(name, executable())
+        skel.main(name, executable(), stdin)
     args = sys.argv[1:]
     if name == "cnitool" or args[:1] == ["cnitool"]:     # by a cnitool link, or by name
         from .cnitool import cli as cnitool
@@ -53,8 +75,13 @@ def main() -> None:
         from .install import cli
 
         cli.main(args=args[1:], prog_name="cni-plugins install", standalone_mode=True)
+    if args[0] == "serve":
+        from . import serve
+
+        serve.main(args[1:], executable())
+        sys.exit(0)
     if args[0] in plugins.REGISTRY:
-        skel.main(args[0], executable())
+        skel.main(args[0], executable(), stdin)
     sys.stderr.write(f"cni-plugins: unknown plugin type {args[0]!r}\n\n{usage()}")
     sys.exit(2)
 

@@ -50,7 +50,7 @@ def cni_env(command: str, *, container_id: str = "", netns: str = "", ifname: st
             base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of one plugin run: `base` (default: ours) with the six CNI
     variables always set, even when empty, so that nothing inherited leaks into them."""
-    env = _unfrozen(dict(os.environ if base is None else base))
+    env = _unfrozen(dict(skel.request_environ() if base is None else base))
     env.update(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=netns,
                CNI_IFNAME=ifname, CNI_ARGS=args, CNI_PATH=path)
     if netns_override:

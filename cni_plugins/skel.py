@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import __version__, plugins, version
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
     from .types import Result
 
 VERBS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
+# The environment of the request being served (the server's requests each have their own).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cni_plugins_environ", default=None)
+
+
+def request_environ() -> Mapping[str, str]:
+    """The environment the current request came with: what a delegate we exec inherits."""
+    env = _ENVIRON.get()
+    return os.environ if env is None else env
+
 _ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")  # \Z: "$" would allow a final "\n"
 
 
@@ -228,6 +238,15 @@ def _json(obj: Any) -> str:
 def run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
         exe: str = "", stderr: Callable[[str], Any] = sys.stderr.write) -> tuple[int, str]:
     """One request from a process's point of view: (exit code, stdout text)."""
+    token = _ENVIRON.set(environ)
+    try:
+        return _run(plugin, environ, read_stdin, exe, stderr)
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes],
+         exe: str, stderr: Callable[[str], Any]) -> tuple[int, str]:
     cni_version = version.CURRENT
     try:
         supported = plugins.supported_versions(plugin)
@@ -273,9 +292,11 @@ def run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes]
         return 1, _json(CNIError(Code.INTERNAL, msg, type(e).__name__).to_json(cni_version))
 
 
-def main(plugin: str, exe: str) -> None:
-    """The process edge: environment and stdin in, stdout out, exit without teardown."""
-    code, out = run(plugin, os.environ, sys.stdin.buffer.read, exe)
+def main(plugin: str, exe: str, stdin: bytes | None = None) -> None:
+    """The process edge: environment and stdin in, stdout out, exit without teardown.
+    `stdin`: the bytes already read by the client when the server was not used."""
+    read = sys.stdin.buffer.read if stdin is None else (lambda: stdin)
+    code, out = run(plugin, os.environ, read, exe)
     if out:
         sys.stdout.write(out)
     sys.stdout.flush()

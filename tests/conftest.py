@@ -6,6 +6,8 @@
 
 CNI_PLUGINS_BIN=/path/to/cni-plugins runs the exec'd tests against another build of the
 multi-call executable (the pyinstaller binary) instead of the venv's script.
+CNI_PLUGINS_TEST_SERVE=1 runs every exec'd plugin call through one `cni-plugins serve`
+started for the session (the fast path); otherwise they all run standalone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 from tests.fixtures.kernel import kernel_has
 from tests.fixtures.run import GO_DIR, Runner, our_executable
+from tests.fixtures.serve import NO_SERVER, ServerProcess
 
 pytest_plugins = ["tests.fixtures.netns"]
 
@@ -33,6 +36,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if not kernel_has(kind):
                 item.add_marker(pytest.mark.skip(
                     reason=f"kernel lacks {kind} links: run in the guest (tests/guest/run)"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def serve_mode(tmp_path_factory: pytest.TempPathFactory):
+    """The session's mode: a server for every exec'd plugin call, or none at all."""
+    if os.environ.get("CNI_PLUGINS_TEST_SERVE") != "1" or os.geteuid() != 0:
+        os.environ["CNI_PLUGINS_SOCKET"] = NO_SERVER
+        yield None
+        return
+    srv = ServerProcess(str(tmp_path_factory.mktemp("serve"))).start()
+    os.environ["CNI_PLUGINS_SOCKET"] = srv.socket
+    try:
+        yield srv
+    finally:
+        st = srv.status()
+        code = srv.stop()
+        print(f"\nserver mode: {st['requests']} requests served, {st['refused']} refused, "
+              f"RSS {st['rss_kib'] // 1024} MiB, exit {code}")
+        log = srv.read_log()
+        odd = [line for line in log.splitlines() if "refused" in line or "failed" in line]
+        print("\n".join(odd[-20:]) if code == 0 else log[-4000:])
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Iterator
 
 from ..errors import CNIError, Code
@@ -37,13 +38,34 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+# The server (serve.py) receives the request's namespace as an fd opened by the client, and
+# pins it to the CNI_NETNS path for that request: opening the path then yields that very
+# namespace, even if the path now names another one (or nothing, in the server's mounts).
+_PINNED: ContextVar[tuple[str, int] | None] = ContextVar("cni_plugins_netns_pin", default=None)
+
+
+@contextmanager
+def pinned(path: str, fd: int) -> Iterator[None]:
+    token = _PINNED.set((path, fd))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+def _pinned_fd(path: str) -> int:
+    pin = _PINNED.get()
+    return pin[1] if pin is not None and path and pin[0] == path else -1
+
+
 class NotNetNS(Exception):
     """The path exists but is no network namespace."""
 
 
 def _open_nsfs(path: str) -> int:
     """An fd on a network namespace; FileNotFoundError or NotNetNS otherwise."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    pin = _pinned_fd(path)
+    fd = os.dup(pin) if pin >= 0 else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError as e:
@@ -124,7 +146,8 @@ class NetNS:
 def is_own_netns(path: str) -> bool:
     """True when `path` is the namespace the calling thread is in (skel refuses it)."""
     try:
-        target = os.stat(path)
+        pin = _pinned_fd(path)
+        target = os.fstat(pin) if pin >= 0 else os.stat(path)
     except OSError:
         return False
     me = os.stat(_SELF)

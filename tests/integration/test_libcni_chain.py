@@ -22,6 +22,7 @@ import pytest
 
 from cni_plugins import version
 from tests.fixtures import go_libcni
+from tests.fixtures.run import base_env
 from tests.fixtures.pods import Node, addrs, ipam_path, link, make_node, ping, veths  # noqa: F401
 
 if TYPE_CHECKING:
@@ -62,8 +63,7 @@ class Setup:
             {"cniVersion": v, "name": "lo", "plugins": [{"type": "loopback"}]}))
 
     def env(self, **more: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")
-               and k not in ("CAP_ARGS", "NETCONFPATH")}
+        env = base_env(drop=("CAP_ARGS", "NETCONFPATH"))
         env.update(NETCONFPATH=str(self.netdir), CNI_PATH=self.node.path,
                    CNI_CACHE_DIR=str(self.cache), **more)
         return env

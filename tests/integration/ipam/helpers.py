@@ -6,12 +6,12 @@ that does not exist (skel only refuses our own netns)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from cni_plugins import version
+from tests.fixtures.run import base_env
 
 NETNS = "/run/netns/cnitest-ipam-unused"
 NET = "ipamnet"
@@ -54,7 +54,7 @@ def ips(out: dict[str, Any], v: str) -> list[tuple[str, str | None]]:
 
 def env(verb: str, cid: str, ifname: str = "eth0", cni_args: str = "",
         path: str = "/nonexistent", extra: dict[str, str] | None = None) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    e = base_env()
     e.update(CNI_COMMAND=verb, CNI_CONTAINERID=cid, CNI_NETNS=NETNS, CNI_IFNAME=ifname,
              CNI_PATH=path)
     if cni_args:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cni_plugins.ipam._ranges import parse_ip
+from tests.fixtures.serve import NO_SERVER
 
 from .helpers import GO_VERSIONS, NET, NETNS, files, finish, host_local, ips, reservations, spawn
 
@@ -104,8 +105,11 @@ def test_round_robin_continues_across_implementations(ours, tmp_path):
 # --- crash safety --------------------------------------------------------------------------
 
 def paused(exe, verb, conf, cid, point):
-    """Start a verb that stops at `point` (holding the lock); return once it is there."""
-    p = spawn(exe, verb, conf, cid, extra={"CNI_PLUGINS_TEST_PAUSE": f"{point}:60"})
+    """Start a verb that stops at `point` (holding the lock); return once it is there.
+    Standalone even in server mode: these tests kill the process doing the work (a killed
+    server is tests/integration/test_serve.py's)."""
+    p = spawn(exe, verb, conf, cid, extra={"CNI_PLUGINS_TEST_PAUSE": f"{point}:60",
+                                           "CNI_PLUGINS_SOCKET": NO_SERVER})
     assert p.stderr is not None
     line = p.stderr.readline().decode()
     assert f"paused at {point}" in line, line + (p.stdout.read().decode() if p.stdout else "")

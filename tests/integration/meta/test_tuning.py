@@ -25,7 +25,7 @@ from cni_plugins import version
 from cni_plugins.meta import tuning
 from tests.fixtures.netns import TestNS as NS
 from tests.fixtures.pods import Node, call_in_node as call, bridge_conf, link, sysctl
-from tests.fixtures.run import GO_DIR, Reply, Runner
+from tests.fixtures.run import GO_DIR, Reply, Runner, base_env
 
 pytestmark = pytest.mark.root
 
@@ -688,8 +688,7 @@ def test_seed_conflist_through_cnitool(make_node, tmp_path, data_dir):
     cid = "cnitool-" + hashlib.sha512(pod.path.encode()).hexdigest()[:20]
     caps = {"mac": MAC, "portMappings": [{"hostPort": 8080, "containerPort": 80,
                                           "protocol": "tcp"}]}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CNI_") and k not in ("CAP_ARGS", "NETCONFPATH")}
+    env = base_env(drop=("CAP_ARGS", "NETCONFPATH"))
     env.update(NETCONFPATH=str(netdir), CNI_PATH=node.path, CAP_ARGS=json.dumps(caps))
 
     def tool(*args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,409 @@
+"""`cni-plugins serve` and the thin client: served, fallen back, refused, killed.
+
+Each test starts its own server on a private socket (tests/fixtures/serve.py) and points
+the plugin calls at it with CNI_PLUGINS_SOCKET; the server's own counters (--status) tell
+whether a call was served or ran standalone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from cni_plugins import __version__, client
+from tests.fixtures.pods import bridge_conf, ip_of, ipam_path, links, make_node, veths  # noqa: F401
+from tests.fixtures.run import Reply, base_env, our_executable
+from tests.fixtures.serve import NO_SERVER, ServerProcess
+
+pytestmark = pytest.mark.root
+
+LOOPBACK = {"cniVersion": "1.0.0", "name": "lo", "type": "loopback"}
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = ServerProcess(str(tmp_path / "srv"))
+    yield srv.start()
+    srv.stop()
+    assert not os.path.lexists(srv.socket), "a stopped server removes its socket"
+
+
+def served(srv: ServerProcess) -> int:
+    return srv.status()["requests"]
+
+
+def exec_plugin(plugin: str, verb: str, conf, sock: str, *, netns: str = "", cid: str = "c1",
+                ifname: str = "eth0", path: str = "/nonexistent", extra: dict | None = None,
+                host=None, exe: str | None = None) -> subprocess.CompletedProcess:
+    env = base_env()
+    env.update(CNI_COMMAND=verb, CNI_CONTAINERID=cid, CNI_NETNS=netns, CNI_IFNAME=ifname,
+               CNI_PATH=path, CNI_PLUGINS_SOCKET=sock, **(extra or {}))
+    cmd = [exe or our_executable(), plugin]
+    if host is not None:
+        cmd = ["ip", "netns", "exec", host.name, *cmd]
+    data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+    return subprocess.run(cmd, input=data, env=env, capture_output=True, timeout=120)
+
+
+def out(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout)
+
+
+def reply(proc: subprocess.CompletedProcess) -> Reply:
+    return Reply(proc.returncode, out(proc), proc.stderr.decode(), proc.stdout.decode())
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# -- served, with the same answer as standalone ---------------------------------------------
+
+def test_loopback_is_served_and_answers_as_standalone(server, netns):
+    before = served(server)
+    a = exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns=netns.path, ifname="lo")
+    b = exec_plugin("loopback", "ADD", LOOPBACK, NO_SERVER, netns=netns.path, ifname="lo")
+    assert a.returncode == b.returncode == 0, (a.stdout, a.stderr)
+    assert a.stdout == b.stdout
+    assert served(server) == before + 1
+    v = exec_plugin("loopback", "VERSION", b"", server.socket)
+    assert json.loads(v.stdout)["supportedVersions"][-1] == "1.1.0"
+    assert served(server) == before + 2
+
+
+def test_errors_come_back_as_cni_errors(server):
+    r = exec_plugin("loopback", "ADD", b"{not json", server.socket, netns="/run/netns/x")
+    assert r.returncode == 1 and out(r)["code"] == 6
+    r = exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns="/nonexistent/ns")
+    assert r.returncode == 1 and out(r)["code"] == 8
+    st = server.status()
+    assert st["requests"] == 2
+    assert {(p["plugin"], p["verb"], p["errors"]) for p in st["plugins"]} == {("loopback", "ADD", 2)}
+
+
+def test_bridge_pod_through_the_server_acts_in_the_callers_namespaces(server, make_node):
+    """The client runs inside a throw-away "host" netns (ip netns exec, its own mount
+    namespace): the server enters both, so the bridge and veth land there, not on the
+    machine, and the IPAM store is the one the caller sees."""
+    node = make_node()
+    pod = node.pod()
+    conf = bridge_conf("1.0.0", node)
+    r = exec_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, host=node.host,
+                    path=node.path)
+    assert r.returncode == 0, r.stdout
+    ip = ip_of(reply(r))
+    assert node.reservations("brnet") == {ip}
+    conf_bridge = conf["bridge"]
+    assert conf_bridge in links(node.host) and veths(node.host)
+    r = exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, host=node.host,
+                    path=node.path)
+    assert r.returncode == 0, r.stdout
+    assert node.reservations("brnet") == set() and not veths(node.host)
+    assert served(server) == 2
+
+
+def test_status_reports_counts_and_latencies(server, netns):
+    for _ in range(3):
+        exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns=netns.path, ifname="lo")
+    text = subprocess.run([our_executable(), "serve", "--socket", server.socket, "--status"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "3 requests" in text and "loopback" in text and "p90 ms" in text
+    st = json.loads(subprocess.run([our_executable(), "serve", "--socket", server.socket,
+                                    "--status", "--json"], capture_output=True, text=True,
+                                   check=True).stdout)
+    (row,) = st["plugins"]
+    assert (row["verb"], row["count"], row["errors"]) == ("ADD", 3, 0)
+    assert 0 < row["p50"] <= row["p90"] <= row["p99"]
+
+
+# -- falling back: nothing was sent, so standalone is safe ------------------------------------
+
+class FakeServer:
+    """A listener that answers every request with a canned reply, counting them."""
+
+    def __init__(self, path: str, answer: bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old)
+        self.sock.listen(8)
+        self.answer = answer
+        self.requests = 0
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = conn.recv(1 << 20)
+                if data:
+                    self.requests += 1
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def sockdir(tmp_path):
+    d = tmp_path / "sock"
+    d.mkdir(mode=0o700)
+    return d
+
+
+def test_version_mismatch_falls_back_to_standalone(sockdir, netns):
+    fake = FakeServer(str(sockdir / "s.sock"), client.frame(client.REPLY, b"M" + b"9.9.9"))
+    try:
+        r = exec_plugin("loopback", "ADD", LOOPBACK, str(sockdir / "s.sock"), netns=netns.path,
+                        ifname="lo")
+        assert r.returncode == 0, r.stdout
+        assert out(r)["ips"][0]["address"] == "127.0.0.1/8"
+        assert fake.requests == 1
+    finally:
+        fake.close()
+
+
+def test_a_real_server_refuses_another_version_without_running_it(server, netns):
+    req = client.encode_request("loopback", {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c",
+                                             "CNI_NETNS": netns.path, "CNI_IFNAME": "lo",
+                                             "CNI_PATH": "/x"},
+                                json.dumps(LOOPBACK).encode(), "own", version="0.0.0-other")
+    fds = [os.open("/proc/self/ns/net", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY)]
+    try:
+        answer = raw_request(server.socket, req, fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert answer[9:10] == b"M" and answer[10:].decode() == __version__
+    assert served(server) == 0
+
+
+def test_stale_socket_after_sigkill(tmp_path, netns):
+    srv = ServerProcess(str(tmp_path / "srv")).start()
+    srv.kill()
+    assert os.path.exists(srv.socket)                       # left behind, as after a crash
+    r = exec_plugin("loopback", "ADD", LOOPBACK, srv.socket, netns=netns.path, ifname="lo")
+    assert r.returncode == 0, r.stdout                      # refused -> standalone
+    srv2 = ServerProcess(str(tmp_path / "srv")).start()     # replaces the stale socket
+    try:
+        r = exec_plugin("loopback", "ADD", LOOPBACK, srv2.socket, netns=netns.path, ifname="lo")
+        assert r.returncode == 0 and served(srv2) == 1
+    finally:
+        srv2.stop()
+
+
+def test_a_second_server_on_a_live_socket_refuses_to_start(server):
+    p = subprocess.run([our_executable(), "serve", "--socket", server.socket],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "already listens" in p.stderr
+    assert served(server) == 0 and os.path.exists(server.socket)
+
+
+@pytest.mark.parametrize("what", ["socket owner", "socket mode", "directory mode"])
+def test_a_socket_others_control_is_not_used(what, sockdir, netns):
+    path = str(sockdir / "s.sock")
+    fake = FakeServer(path, client.frame(client.REPLY, b"R\x00" + (5).to_bytes(4, "big")
+                                         + b"fake!"))
+    try:
+        if what == "socket owner":
+            os.chown(path, 65534, 65534)
+        elif what == "socket mode":
+            os.chmod(path, 0o666)
+        else:
+            os.chmod(sockdir, 0o777)
+        r = exec_plugin("loopback", "ADD", LOOPBACK, path, netns=netns.path, ifname="lo")
+        assert r.returncode == 0 and b"fake!" not in r.stdout
+        assert out(r)["ips"][0]["address"] == "127.0.0.1/8"
+        assert fake.requests == 0
+    finally:
+        fake.close()
+
+
+# -- hostile or broken input: refused, server unharmed, nothing leaked ------------------------
+
+def raw_request(path: str, data: bytes, fds: list[int] | None = None) -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with s:
+        s.settimeout(30)
+        s.connect(path)
+        if fds:
+            s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                b"".join(fd.to_bytes(4, "little") for fd in fds))])
+        else:
+            s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+HOSTILE = {
+    "garbage": os.urandom(4096),
+    "wrong magic": b"GET / HTTP/1.1\r\n\r\n",
+    "oversized": client.REQUEST + (client.MAX_REQUEST + 1).to_bytes(4, "big") + b"x" * 1024,
+    "truncated": client.REQUEST + (1000).to_bytes(4, "big") + b"short",
+    "no fds": client.frame(client.REQUEST, b"%s\0loopback\0own\0CNI_COMMAND=VERSION\0\0"
+                           % __version__.encode()),
+    "bad env": client.frame(client.REQUEST, b"%s\0loopback\0own\0NOEQUALS\0\0"
+                            % __version__.encode()),
+    "no header": client.frame(client.REQUEST, b"just one field"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_requests_are_refused_and_leak_nothing(kind, server, netns):
+    pid = server.proc.pid
+    served(server)                                           # warm: its thread is gone
+    fds_before = fd_count(pid)
+    answer = raw_request(server.socket, HOSTILE[kind])
+    assert answer == b"" or answer[9:10] == b"U", answer[:40]
+    assert server.proc.poll() is None
+    assert server.status()["requests"] == 0
+    time.sleep(0.2)
+    assert fd_count(pid) == fds_before
+    r = exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns=netns.path, ifname="lo")
+    assert r.returncode == 0 and served(server) == 1
+
+
+def test_fds_that_are_not_namespaces_are_refused(server, tmp_path):
+    pid = server.proc.pid
+    served(server)
+    fds_before = fd_count(pid)
+    req = client.encode_request("loopback", {"CNI_COMMAND": "VERSION"}, b"", "own")
+    fds = [os.open("/dev/null", os.O_RDONLY), os.open(str(tmp_path), os.O_RDONLY)]
+    try:
+        answer = raw_request(server.socket, req, fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert answer[9:10] == b"U" and b"namespace" in answer
+    time.sleep(0.2)
+    assert fd_count(pid) == fds_before and served(server) == 0
+
+
+def test_an_oversized_config_runs_standalone(server, netns):
+    conf = dict(LOOPBACK, padding="x" * (client.MAX_REQUEST + 10))
+    r = exec_plugin("loopback", "ADD", conf, server.socket, netns=netns.path, ifname="lo")
+    assert r.returncode == 0, r.stdout[:300]
+    assert served(server) == 0 and server.status()["refused"] == 0   # never sent
+
+
+def test_peers_other_than_root_are_refused():
+    """Even when the socket's permissions would let another user in (they never should:
+    the server makes it 0600), the server checks the peer's uid."""
+    d = tempfile.mkdtemp(prefix="cnitest-serve-")         # traversable by others, unlike tmp_path
+    srv = ServerProcess(d)
+    try:
+        srv.start()
+        os.chmod(d, 0o755)
+        os.chmod(srv.socket, 0o666)
+        code = ("import socket,sys\n"
+                "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+                "s.sendall(b'CNIQ1\\x00\\x00\\x00\\x06status'); s.shutdown(socket.SHUT_WR)\n"
+                "print(s.recv(100))")
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "/usr/bin/python3", "-c", code, srv.socket],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        assert "U" in p.stdout and "peer not allowed" in p.stdout
+        assert srv.status()["refused"] == 1
+    finally:
+        srv.stop()
+        shutil.rmtree(d)
+
+
+# -- killed mid-flight, and stopped politely ----------------------------------------------------
+
+def test_sigkill_during_50_concurrent_adds(tmp_path, make_node):
+    """Each ADD completes or says CNI error 11; a DEL per container afterwards (the server
+    gone: standalone) leaves nothing; new calls run standalone."""
+    node = make_node()
+    pods = [node.pod() for _ in range(50)]
+    conf = bridge_conf("1.0.0", node)
+    srv = ServerProcess(str(tmp_path / "srv")).start()
+    results: list = [None] * 50
+
+    def add(i: int) -> None:
+        pause = {"CNI_PLUGINS_TEST_PAUSE": "locked:5"} if i == 25 else {}
+        results[i] = exec_plugin("bridge", "ADD", conf, srv.socket, netns=pods[i].path,
+                                 cid=f"kill{i}", host=node.host, path=node.path, extra=pause)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    # kill once some ADDs are done and others surely in flight: one holds host-local's
+    # lock (paused there), those behind it wait for the lock
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (
+            served(srv) >= 5 and "paused at locked" in srv.read_log()):
+        time.sleep(0.02)
+    srv.kill()
+    for t in threads:
+        t.join(180)
+    codes = []
+    for r in results:
+        assert r is not None
+        if r.returncode == 0:
+            ip_of(reply(r))                         # a complete result
+            codes.append(0)
+        else:
+            assert out(r)["code"] == 11, r.stdout         # never a traceback or garbage
+            codes.append(11)
+    assert 0 in codes and 11 in codes, codes               # the kill hit mid-flight
+    for i in range(50):
+        r = exec_plugin("bridge", "DEL", conf, srv.socket, netns=pods[i].path, cid=f"kill{i}",
+                        host=node.host, path=node.path)
+        assert r.returncode == 0, r.stdout
+    assert node.reservations("brnet") == set()
+    assert not veths(node.host)
+    for p in pods:
+        assert set(links(p)) == {"lo"}
+    r = exec_plugin("bridge", "ADD", conf, srv.socket, netns=pods[0].path, cid="after",
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout                     # stale socket: standalone
+    assert exec_plugin("bridge", "DEL", conf, srv.socket, netns=pods[0].path, cid="after",
+                       host=node.host, path=node.path).returncode == 0
+
+
+def test_sigterm_finishes_the_requests_in_flight(tmp_path, make_node):
+    node = make_node()
+    pod = node.pod()
+    conf = bridge_conf("1.0.0", node)
+    srv = ServerProcess(str(tmp_path / "srv")).start()
+    try:
+        box: dict = {}
+        t = threading.Thread(target=lambda: box.update(r=exec_plugin(
+            "bridge", "ADD", conf, srv.socket, netns=pod.path, host=node.host, path=node.path,
+            extra={"CNI_PLUGINS_TEST_PAUSE": "locked:1.5"})))
+        t.start()
+        deadline = time.monotonic() + 30
+        while "paused at locked" not in srv.read_log() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        srv.proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        assert srv.proc.wait(60) == 0
+        assert box["r"].returncode == 0, box["r"].stdout
+        assert node.reservations("brnet") == {ip_of(reply(box["r"]))}
+        assert not os.path.exists(srv.socket)
+    finally:
+        srv.stop()
+    r = exec_plugin("bridge", "DEL", conf, srv.socket, netns=pod.path, host=node.host,
+                    path=node.path)
+    assert r.returncode == 0 and node.reservations("brnet") == set()
