@@ -75,3 +75,8 @@ def cmd_check(args: CmdArgs) -> None:
             ctr = Netlink()
         with ctr:
             sublink.check_container_link(ctr, args, prev, "dummy")
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = load_conf(args)                   # can ADD give addresses? (50: a range is full)
+    invoke.delegate(conf.ipam.type, "STATUS", args)

@@ -130,3 +130,9 @@ def cmd_check(args: CmdArgs) -> None:
         if iv.peer != master.index:
             raise CNIError(Code.INTERNAL,
                            f"{args.ifname!r} is not an ipvlan of master {conf.master!r}")
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate(conf.ipam.type, "STATUS", args)

@@ -119,3 +119,9 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INTERNAL, f"failed to lookup master {conf.master!r}")
     if vl.peer != master.index:
         raise CNIError(Code.INTERNAL, f"{args.ifname!r} is not a vlan of master {conf.master!r}")
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate(conf.ipam.type, "STATUS", args)

@@ -127,3 +127,17 @@ def test_version(plugin, run):
     r = run(plugin, "VERSION", {"cniVersion": "1.1.0"})
     assert r.ok, r.raw
     assert r.out["supportedVersions"] == list(version.ALL)
+
+
+@pytest.mark.parametrize("plugin", ["vlan", "ipvlan", "dummy"])
+def test_status_asks_ipam(plugin, node):
+    """STATUS (1.1.0) is IPAM's: fine while the range has room, 50 once it is full."""
+    pod = node.pod()
+    c = conf(plugin, node, cniVersion="1.1.0")
+    c["ipam"].update(rangeStart="10.84.0.7", rangeEnd="10.84.0.7")
+    r = node(plugin, "STATUS", c, netns="")
+    assert r.ok, r.raw
+    assert node("host-local", "ADD", c, pod).ok       # the one address taken
+    full = node(plugin, "STATUS", c, netns="")
+    assert full.rc == 1 and full.code == 50, full.raw
+    assert node("host-local", "DEL", c, pod).ok
