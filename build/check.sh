@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Check the frozen build, as root (needs `ip netns`):
-#   1. dist/cni-plugins/cni-plugins (build/build.sh first): install makes the links, --help
-#      lists the types, VERSION and a loopback ADD/DEL in a throw-away netns work by symlink.
+#   1. dist/cni-plugins/cni-plugins (build/build.sh first): install makes the links (and a
+#      cnitool link that runs cnitool), --help lists the types, VERSION and a loopback ADD/DEL
+#      in a throw-away netns work by symlink.
 #   2. a check build (same spec + a hook reporting sys.modules at exit, in build/work/check-dist):
 #      VERSION and a request error import neither pydantic nor pyroute2, and a loopback ADD
 #      loads pyroute2's rtnl message modules without running pyroute2/__init__ (no ndb, ipdb, iproute);
@@ -42,7 +43,9 @@ request() {
 ip netns add "$NETNS"
 for bin in "$DIST" "$CHECK"; do
     dir=$TMP/bin-dist; [ "$bin" = "$CHECK" ] && dir=$TMP/bin-check
-    "$bin" install --dir "$dir" >/dev/null
+    "$bin" install --dir "$dir" --cnitool "$dir-tool/cnitool" >/dev/null
+    NETCONFPATH="$TMP/none" "$dir-tool/cnitool" list | grep -q "no network configurations" \
+        || fail "$bin: cnitool by its link"
     for t in $("$bin" --help | sed -n 's/^  \([a-z-]*\)$/\1/p'); do
         [ "$(readlink -f "$dir/$t")" = "$(readlink -f "$bin")" ] || fail "$dir/$t is not a link to $bin"
     done
@@ -54,7 +57,7 @@ for bin in "$DIST" "$CHECK"; do
     request "$dir" DEL
     [ ! -s "$TMP/out" ] || fail "$bin loopback DEL: $(cat "$TMP/out")"
     ip -n "$NETNS" link show lo | grep -q 'LOOPBACK,UP' && fail "$bin DEL left lo up"
-    echo "check: $bin: install, --help, VERSION, loopback ADD/DEL by symlink: ok"
+    echo "check: $bin: install, cnitool link, --help, VERSION, loopback ADD/DEL by symlink: ok"
 done
 
 dir=$TMP/bin-check
