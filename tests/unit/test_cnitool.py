@@ -36,7 +36,8 @@ class World:
 
     def handle(self, path: str, stdin: bytes, env: Mapping[str, str]) -> Any:
         ptype, verb = os.path.basename(path), env["CNI_COMMAND"]
-        self.envs.append({k: v for k, v in env.items() if k.startswith("CNI_")})
+        self.envs.append({k: v for k, v in env.items()
+                          if k.startswith("CNI_") and not k.startswith("CNI_PLUGINS_")})
         if verb == "VERSION":
             return {"cniVersion": "1.1.0",
                     "supportedVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
