@@ -5,14 +5,16 @@
     cni-plugins [--help]                  the plugin types
     cni-plugins install --dir DIR         one symlink per type (see install.py)
     cni-plugins cnitool ARGS              cnitool (also by a link named cnitool: --cnitool PATH)
+    cni-plugins serve [--status]          the resident server the plugins hand work to
+
+A plugin call first offers itself to the server (client.py; nothing heavy is imported
+before that), and runs standalone here when there is none.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-from . import plugins, skel
 
 
 def executable() -> str:
