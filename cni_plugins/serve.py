@@ -212,6 +212,7 @@ class Server:
         inherited = _systemd_socket()
         if inherited is not None:
             self.listener = inherited
+            self.path = f"{inherited.getsockname() or '?'} (fd 3 from systemd)"
             return
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)

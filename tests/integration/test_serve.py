@@ -407,3 +407,33 @@ def test_sigterm_finishes_the_requests_in_flight(tmp_path, make_node):
     r = exec_plugin("bridge", "DEL", conf, srv.socket, netns=pod.path, host=node.host,
                     path=node.path)
     assert r.returncode == 0 and node.reservations("brnet") == set()
+
+
+def test_socket_activation(tmp_path, netns):
+    """Under systemd (build/systemd/cni-plugins.socket) the listening socket is fd 3,
+    announced by LISTEN_FDS/LISTEN_PID: the server serves it and leaves the file alone."""
+    d = tmp_path / "act"
+    d.mkdir(mode=0o700)
+    path = str(d / "serve.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    fd = listener.fileno()
+    env = dict(base_env(), LISTEN_FDS="1")
+    proc = subprocess.Popen(
+        ["sh", "-c", 'LISTEN_PID=$$ exec "$0" serve --socket /nonexistent/unused.sock',
+         our_executable()], env=env, pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    listener.close()
+    try:
+        r = exec_plugin("loopback", "ADD", LOOPBACK, path, netns=netns.path, ifname="lo")
+        assert r.returncode == 0, r.stdout
+        from cni_plugins.serve import ask_status
+
+        assert ask_status(path)["requests"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        log = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, log
+    assert "serving on" in log and os.path.exists(path)     # systemd owns the file
