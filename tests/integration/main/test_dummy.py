@@ -39,22 +39,26 @@ def node(make_node):
 
 
 def test_add_check_del(node):
+    """Dual stack: an IPv4 and an IPv6 range."""
     v = "1.1.0"
     host_before = names(node.host)
     pod = node.pod()
     conf = dummy_conf(v, node)
+    conf["ipam"].pop("subnet")
+    conf["ipam"]["ranges"] = [[{"subnet": SUBNET}], [{"subnet": "fd83::/64"}]]
     r = node("dummy", "ADD", conf, pod)
     assert r.ok, r.raw
-    assert_result(v, r.out, pod=pod, names=["eth0"], ctr_index=0, gateway=GW,
+    assert_result(v, r.out, pod=pod, names=["eth0"], ctr_index=0, gateway=None,
                   default_route=False)
+    assert [ip["gateway"] for ip in r.out["ips"]] == [GW, "fd83::1"]
     eth0 = links(pod)["eth0"]
     assert eth0["linkinfo"]["info_kind"] == "dummy"
     assert eth0["address"] == r.out["interfaces"][0]["mac"]
     assert "UP" in eth0["flags"]
-    assert addrs(pod, "eth0") == {f"{ip_of(r)}/24"}
+    assert addrs(pod, "eth0") == {f"{ip_of(r)}/24", f"{ip_of(r, 6)}/64"}
     assert routes(pod) == {("10.100.0.0/16", GW, "eth0"), (SUBNET, None, "eth0")}
     ip(pod, "link set lo up")
-    assert ping(pod, ip_of(r))
+    assert ping(pod, ip_of(r)) and ping(pod, ip_of(r, 6))
     assert names(node.host) == host_before
 
     checked = {**conf, "prevResult": r.out}

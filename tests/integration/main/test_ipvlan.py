@@ -198,7 +198,7 @@ def test_link_in_container(node):
 @pytest.mark.parametrize("mode", ["l2", "l3"])
 def test_same_result_and_state_as_go(mode, node, tmp_path):
     """Go's ipvlan then ours on one pod, each with a fresh dataDir: the same result and the
-    same kernel state; each DELs what the other made."""
+    same kernel state; each CHECKs and DELs what the other made."""
     go = Runner(GO_DIR, mode="exec")
     pod = node.pod()
     out, kernel = {}, {}
@@ -211,6 +211,13 @@ def test_same_result_and_state_as_go(mode, node, tmp_path):
             r = node("ipvlan", "ADD", conf, pod, cid="ctr-test")
         assert r.ok, (impl, r.raw)
         out[impl], kernel[impl] = without_macs(r.out), state(pod)
+        # the other implementation's CHECK passes on it
+        checked = {**conf, "prevResult": r.out}
+        if impl == "go":
+            c = node("ipvlan", "CHECK", checked, pod, cid="ctr-test")
+        else:
+            c = go("ipvlan", "CHECK", checked, netns=pod.path, host=node.host, path=GO_DIR)
+        assert c.ok, (impl, c.raw)
         if impl == "go":
             d = node("ipvlan", "DEL", conf, pod, cid="ctr-test")
         else:
