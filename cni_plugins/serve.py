@@ -75,15 +75,16 @@ def parse_request(data: bytes, fds: list[int]) -> Request:
         if len(env) >= MAX_ENV:
             raise BadRequest("too many environment variables")
         env[os.fsdecode(key)] = os.fsdecode(value)
-    kinds = {b"own": (CLONE_NEWNET, CLONE_NEWNS),
-             b"own,netns": (CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWNET)}.get(which)
-    if kinds is None or len(fds) != len(kinds):
+    count = {b"own": 2, b"own,netns": 3}.get(which)
+    if count is None or len(fds) != count:
         raise BadRequest(f"expected namespace fds {which!r}, got {len(fds)}")
-    if any(_ns_type(fd) != kind for fd, kind in zip(fds, kinds)):
+    if _ns_type(fds[0]) != CLONE_NEWNET or _ns_type(fds[1]) != CLONE_NEWNS:
         raise BadRequest("a passed fd is not the namespace announced")
+    # CNI_NETNS's fd is what the client could open there: when that is no network
+    # namespace, the plugin opens the path itself and says what is wrong, as standalone
+    netns_fd = fds[2] if count == 3 and _ns_type(fds[2]) == CLONE_NEWNET else -1
     try:
-        return Request(version.decode(), plugin.decode(), env, rest, fds[0], fds[1],
-                       fds[2] if len(fds) == 3 else -1)
+        return Request(version.decode(), plugin.decode(), env, rest, fds[0], fds[1], netns_fd)
     except UnicodeDecodeError:
         raise BadRequest("undecodable version or plugin name") from None
 

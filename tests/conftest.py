@@ -52,11 +52,19 @@ def serve_mode(tmp_path_factory: pytest.TempPathFactory):
     finally:
         st = srv.status()
         code = srv.stop()
-        print(f"\nserver mode: {st['requests']} requests served, {st['refused']} refused, "
-              f"RSS {st['rss_kib'] // 1024} MiB, exit {code}")
         log = srv.read_log()
-        odd = [line for line in log.splitlines() if "refused" in line or "failed" in line]
-        print("\n".join(odd[-20:]) if code == 0 else log[-4000:])
+        odd = [line for line in log.splitlines() if "refused:" in line or "request failed:" in line]
+        SERVE_SUMMARY.append(f"server mode: {st['requests']} requests served, {st['refused']} "
+                             f"refused, RSS {st['rss_kib'] // 1024} MiB, exit {code}")
+        SERVE_SUMMARY.extend(odd[-20:] if code == 0 else log[-4000:].splitlines())
+
+
+SERVE_SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in SERVE_SUMMARY:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
