@@ -100,7 +100,7 @@ volume_path = "{work / 'storage' / 'volumes'}"
         if not d.is_dir():
             return {}
         return {p.name: p.read_bytes().decode() for p in d.iterdir()
-                if p.name not in ("lock",) and not p.name.startswith("last_reserved_ip")}
+                if p.name != "lock" and not p.name.startswith("last_reserved_ip")}
 
     def http_from(self, name: str, host: str, port: int) -> str:
         """GET / from inside a container (busybox nc, bounded)."""
