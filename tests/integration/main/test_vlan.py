@@ -164,6 +164,17 @@ def test_id_taken_on_master_fails_and_leaves_nothing(node):
     assert state(first)["addrs"] == {f"{ip_of(r1)}/24"}
 
 
+def test_master_down_fails_and_leaves_nothing(node):
+    """The kernel refuses to set a vlan up on a down master (ENETDOWN): a real failure after
+    the link and the reservation were made, both undone."""
+    ip(node.host, "link set trk0 down")
+    pod = node.pod()
+    r = node("vlan", "ADD", vlan_conf("1.0.0", node), pod)
+    assert r.rc == 1 and "up" in r.out["msg"] and "down" in r.out["msg"].lower(), r.raw
+    assert names(pod) == {"lo"}
+    assert node.reservations(NET) == set()
+
+
 def test_link_in_container_and_mtu(node):
     """linkInContainer: the master is the pod's own interface, and the vlan is made there."""
     pod = node.pod()
