@@ -42,6 +42,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 MAX_ENV = 4096                     # variables in one request
 LATENCIES_KEPT = 2048              # per plugin and verb, for the percentiles
 POLL = 0.5                         # s: how often the accept loop looks at the stop flag
+IO_TIMEOUT = 10.0                  # s: a peer that stops sending mid-request is dropped
 
 
 class BadRequest(Exception):
@@ -261,7 +262,7 @@ class Server:
                 self._log(f"accept: {e}")
                 time.sleep(0.05)
                 continue
-            conn.settimeout(None)
+            conn.settimeout(IO_TIMEOUT)     # socket I/O only: a plugin may run longer
             t = threading.Thread(target=self._handle, args=(conn,), daemon=True)
             with self.threads_lock:
                 self.threads.add(t)

@@ -437,3 +437,20 @@ def test_socket_activation(tmp_path, netns):
         log = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, log
     assert "serving on" in log and os.path.exists(path)     # systemd owns the file
+
+
+def test_a_silent_peer_does_not_hold_up_sigterm(tmp_path):
+    """A connection that never completes its request is dropped after the I/O timeout;
+    SIGTERM does not wait for it longer than that."""
+    srv = ServerProcess(str(tmp_path / "srv")).start()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(srv.socket)
+        s.sendall(client.REQUEST + (100).to_bytes(4, "big") + b"partial")
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert srv.stop(timeout=60) == 0
+        assert time.monotonic() - started < 20
+    finally:
+        s.close()
+        srv.stop()
