@@ -454,3 +454,27 @@ def test_a_silent_peer_does_not_hold_up_sigterm(tmp_path):
     finally:
         s.close()
         srv.stop()
+
+
+@pytest.mark.oracle
+def test_server_threads_processes_and_go_share_one_store(server, plugin_dir, tmp_path):
+    """host-local's lock is an flock on a file each request opens: 16 ADDs through the
+    server (threads), 16 standalone processes and 16 Go processes at once on one dataDir
+    hand out 96 distinct addresses; then each DEL goes through another path."""
+    from tests.integration.ipam.helpers import files, finish, host_local, ips, spawn
+
+    conf = host_local(tmp_path, [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/120"}]])
+    ours = os.path.join(plugin_dir, "host-local")
+    paths = [(ours, server.socket), (ours, NO_SERVER), ("/usr/lib/cni/host-local", NO_SERVER)]
+    procs = [spawn(paths[i % 3][0], "ADD", conf, f"mix{i}",
+                   extra={"CNI_PLUGINS_SOCKET": paths[i % 3][1]}) for i in range(48)]
+    results = [finish(p) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [o for rc, o in results if rc][:3]
+    addrs = [a for _, out in results for a, _ in ips(out, "1.0.0")]
+    assert len(addrs) == len(set(addrs)) == 96
+    assert served(server) == 16
+    procs = [spawn(paths[(i + 1) % 3][0], "DEL", conf, f"mix{i}",
+                   extra={"CNI_PLUGINS_SOCKET": paths[(i + 1) % 3][1]}) for i in range(48)]
+    assert all(finish(p)[0] == 0 for p in procs)
+    assert sorted(files(tmp_path)) == ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]
+    assert served(server) == 32
