@@ -48,11 +48,13 @@ def test_l2_pods_on_one_master(node):
     v = "1.1.0"
     host_before = names(node.host)
     a, b = node.pod(), node.pod()
-    conf_a = ipvlan_conf(v, node)                       # master named, mode defaulted
+    dns = {"nameservers": ["10.82.0.53"]}
+    conf_a = ipvlan_conf(v, node, dns=dns)              # master named, mode defaulted
     conf_b = ipvlan_conf(v, node, master=None, mode="l2")   # master: the default route's
     ra = node("ipvlan", "ADD", conf_a, a, cid="a")
     rb = node("ipvlan", "ADD", conf_b, b, cid="b")
     assert ra.ok and rb.ok, (ra.raw, rb.raw)
+    assert ra.out["dns"] == dns and not rb.out.get("dns")               # the config's
     mst0 = links(node.host)["mst0"]
     assert names(node.host) == host_before
     for r, pod in ((ra, a), (rb, b)):

@@ -45,7 +45,8 @@ def test_one_vlan_id_reaches_another_does_not(node):
     v = "1.1.0"
     host_before = names(node.host)
     a, b, c = node.pod(), node.pod(), node.pod()
-    plan = {"a": (a, vlan_conf(v, node, master="trk0", vid=10)),
+    dns = {"nameservers": ["10.81.0.53"], "search": ["pods.example"]}
+    plan = {"a": (a, vlan_conf(v, node, master="trk0", vid=10, dns=dns)),
             "b": (b, vlan_conf(v, node, master="trk1", vid=10)),
             "c": (c, vlan_conf(v, node, master="trk1", vid=20))}
     res = {}
@@ -55,6 +56,7 @@ def test_one_vlan_id_reaches_another_does_not(node):
         assert_result(v, r.out, pod=pod, names=["eth0"], ctr_index=0, gateway=GW,
                       default_route=True)
         res[cid] = r
+    assert res["a"].out["dns"] == dns and not res["b"].out.get("dns")     # the config's
 
     host = links(node.host)
     assert names(node.host) == host_before          # the vlans live in the pods only
