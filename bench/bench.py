@@ -982,6 +982,10 @@ def main() -> int:
                 {c.name: {} for c in group}
             problems_of: dict[str, dict[tuple[str, str], str]] = {c.name: {} for c in group}
             for i in range(WARMUP + opts.runs):
+                if sys.stderr.isatty():     # progress, on a terminal only
+                    print(f"\r  {group[0].name if len(group) == 1 else 'all cases'}: "
+                          f"iteration {i + 1}/{WARMUP + opts.runs} ", end="", file=sys.stderr,
+                          flush=True)
                 for case in group:
                     samples, problems = samples_of[case.name], problems_of[case.name]
                     order = present[case.name] if i % 2 == 0 else present[case.name][::-1]
@@ -993,6 +997,8 @@ def main() -> int:
                         if i >= WARMUP:
                             for verb, t in times.items():
                                 samples.setdefault((lbl, verb), []).append(t * 1000)
+            if sys.stderr.isatty():
+                print("\r\033[K", end="", file=sys.stderr, flush=True)
             for case in group:
                 samples, problems = samples_of[case.name], problems_of[case.name]
                 for verb in case.verbs:
