@@ -20,17 +20,17 @@ import glob
 import os
 import re
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
-from pydantic import Field
-
-from .. import invoke, netconf
+from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
+from ..ipam._conf import Reader, read_dns
 from ..net.iface import check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import Interface, Result
+from ..types import DNS, Interface, Result
 
 SYS_BUS_PCI = "/sys/bus/pci/devices"
 SYS_BUS_AUX = "/sys/bus/auxiliary/devices"
@@ -39,24 +39,31 @@ _PCI_ADDR = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 
 
-class Conf(netconf.NetConf):
+@dataclass
+class Conf:
     device: str = ""
     hwaddr: str = ""
     kernelpath: str = ""
-    pci_bus_id: str = Field("", alias="pciBusID")
+    pci_bus_id: str = ""
+    device_id: str = ""                 # runtimeConfig.deviceID
+    ipam_type: str = ""
+    dns: DNS = field(default_factory=DNS)
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    return netconf.load(args, Conf)
+    """Read with the stdlib as Go's decoder fills its struct (keys case-insensitive, a
+    wrong type is code 7 naming the field): pydantic's import would be most of an exec."""
+    r = Reader(args.conf, "")
+    return Conf(device=r.string("device"), hwaddr=r.string("hwaddr"),
+                kernelpath=r.string("kernelpath"), pci_bus_id=r.string("pciBusID"),
+                device_id=r.obj("runtimeConfig").string("deviceID"),
+                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
 
 
 def selector(conf: Conf) -> tuple[str, str, str]:
     """(field, how, value): the one way the config names the device, and how to look it
     up (device, hwaddr, kernelpath, pciBusID, auxDevice); CNIError 7 otherwise."""
-    device_id = conf.runtime_config.get("deviceID", "")
-    if not isinstance(device_id, str):
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: runtimeConfig.deviceID: must be a string")
+    device_id = conf.device_id
     given = [(k, v) for k, v in (("device", conf.device), ("hwaddr", conf.hwaddr),
                                  ("kernelpath", conf.kernelpath),
                                  ("pciBusID", conf.pci_bus_id),
@@ -197,9 +204,9 @@ def cmd_add(args: CmdArgs) -> Result:
             checkpoint("move")
             result.interfaces = [Interface(name=moved.name, mac=moved.mac, sandbox=args.netns)]
 
-        if conf.ipam.type:
-            ipam = invoke.delegate_add(conf.ipam.type, args)
-            undo.callback(invoke.delegate_del, conf.ipam.type, args)
+        if conf.ipam_type:
+            ipam = invoke.delegate_add(conf.ipam_type, args)
+            undo.callback(invoke.delegate_del, conf.ipam_type, args)
             checkpoint("ipam")
             if not ipam.ips:
                 raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
@@ -210,7 +217,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 with ctr_ns.enter():
                     configure_iface(ctr, args.ifname, result)
                 checkpoint("address")
-            result.dns = conf.dns.to_result()
+            result.dns = conf.dns
         undo.pop_all()
         for handle in (ctr, host, host_ns, ctr_ns):
             handle.close()
@@ -224,8 +231,8 @@ def _undo_move(ctr: Netlink, ctr_ns: NetNS, index: int, name: str, host_fd: int)
 
 def cmd_del(args: CmdArgs) -> None:
     conf = load_conf(args)          # no selector check: DEL cleans up after any ADD
-    if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
+    if conf.ipam_type:
+        invoke.delegate_del(conf.ipam_type, args)
     ctr_ns = NetNS.open_if_exists(args.netns)
     if ctr_ns is None:
         with Netlink() as host:
@@ -263,8 +270,8 @@ def reclaim(host: Netlink, conf: Conf) -> None:
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
     _, key, value = selector(conf)
-    if conf.ipam.type:
-        invoke.delegate_check(conf.ipam.type, args)
+    if conf.ipam_type:
+        invoke.delegate_check(conf.ipam_type, args)
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "host-device CHECK: prevResult is required")

@@ -11,40 +11,69 @@ from __future__ import annotations
 
 import re
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
-from pydantic import Field
-
-from .. import invoke, netconf
+from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
+from ..ipam._conf import Reader, read_dns
 from ..net import link, sysctl, tuntap
 from ..net.iface import check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
-from ..skel import CmdArgs
+from ..skel import CmdArgs, parse_cni_args
 from ..testing import checkpoint
-from ..types import Interface, Result
+from ..types import DNS, Interface, Result
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _UINT32 = 0xFFFFFFFF
 
 
-class Conf(netconf.NetConf):
-    multi_queue: bool = Field(False, alias="multiQueue")
-    mtu: int = Field(0, ge=0)
+@dataclass
+class Conf:
+    multi_queue: bool = False
+    mtu: int = 0
     mac: str = ""
-    owner: int | None = Field(None, ge=0, lt=_UINT32)     # (uid_t)-1 means "no owner"
-    group: int | None = Field(None, ge=0, lt=_UINT32)
-    selinux_context: str = Field("", alias="selinuxContext")
+    owner: int | None = None
+    group: int | None = None
+    selinux_context: str = ""
     bridge: str = ""
+    ipam_type: str = ""
+    dns: DNS = field(default_factory=DNS)
+
+
+def _id(r: Reader, key: str) -> int | None:
+    """owner/group: a uid/gid, 0 to 2^32-2 ((uid_t)-1 means "none" to the kernel)."""
+    v = r.integer(key)
+    if v is not None and not 0 <= v < _UINT32:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: {key}: {v} is not a uid/gid (0 to 2^32-2)")
+    return v
+
+
+def read_conf(args: CmdArgs) -> Conf:
+    """The config read with the stdlib as Go's decoder does (keys case-insensitive, a
+    wrong type is code 7 naming the field): no pydantic import on any verb."""
+    r = Reader(args.conf, "")
+    multi_queue = r.raw("multiQueue")
+    if multi_queue is not None and not isinstance(multi_queue, bool):
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       "invalid config: multiQueue: expected a boolean")
+    mtu = r.integer("mtu") or 0
+    if mtu < 0:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG, f"invalid config: mtu: {mtu} is negative")
+    return Conf(multi_queue=bool(multi_queue), mtu=mtu, mac=r.string("mac"),
+                owner=_id(r, "owner"), group=_id(r, "group"),
+                selinux_context=r.string("selinuxContext"), bridge=r.string("bridge"),
+                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    conf = netconf.load(args, Conf)
-    cni_args = netconf.parse_cni_args(args.args, known=("MAC",))
+    conf = read_conf(args)
+    cni_args = parse_cni_args(args.args, known=("MAC",))
     if cni_args.get("MAC"):
         conf.mac = cni_args["MAC"]
-    mac = conf.runtime_config.get("mac")
-    if isinstance(mac, str) and mac:
+    mac = Reader(args.conf, "").obj("runtimeConfig").string("mac")
+    if mac:
         conf.mac = mac
     if conf.mac and not _MAC.match(conf.mac):
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
@@ -108,9 +137,9 @@ def cmd_add(args: CmdArgs) -> Result:
         result = Result(interfaces=[Interface(name=args.ifname, mac=tap.mac,
                                               sandbox=args.netns)])
 
-        if conf.ipam.type:
-            ipam = invoke.delegate_add(conf.ipam.type, args)
-            undo.callback(invoke.delegate_del, conf.ipam.type, args)
+        if conf.ipam_type:
+            ipam = invoke.delegate_add(conf.ipam_type, args)
+            undo.callback(invoke.delegate_del, conf.ipam_type, args)
             checkpoint("ipam")
             if not ipam.ips:
                 raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
@@ -124,7 +153,7 @@ def cmd_add(args: CmdArgs) -> Result:
         else:
             with ctr_ns.enter(), kernel_errors(f"set {args.ifname!r} up"):
                 ctr.link_set(index, up=True)
-        result.dns = conf.dns.to_result()
+        result.dns = conf.dns
         undo.pop_all()
         ctr.close()
         ctr_ns.close()
@@ -132,9 +161,9 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)
-    if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
+    conf = read_conf(args)
+    if conf.ipam_type:
+        invoke.delegate_del(conf.ipam_type, args)
     ctr_ns = NetNS.open_if_exists(args.netns)
     if ctr_ns is None:
         return
@@ -145,8 +174,8 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    if conf.ipam.type:
-        invoke.delegate_check(conf.ipam.type, args)
+    if conf.ipam_type:
+        invoke.delegate_check(conf.ipam_type, args)
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "tap CHECK: prevResult is required")

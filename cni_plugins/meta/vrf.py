@@ -13,11 +13,10 @@ DEL  the interface released from the VRF, the VRF deleted once nothing is enslav
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 
-from pydantic import Field
-
-from .. import netconf
 from ..errors import CNIError, Code, kernel_errors
+from ..ipam._conf import Reader
 from ..net.netlink import RT_TABLE_MAIN, RTN_UNICAST, Link, Netlink, RouteEntry
 from ..net.netns import NetNS
 from ..skel import CmdArgs, validate_ifname
@@ -28,13 +27,26 @@ RTPROT_KERNEL = 2
 RESERVED_TABLES = {0, 253, 254, 255}        # unspec, default, main, local
 
 
-class Conf(netconf.NetConf):
+@dataclass
+class Conf:
     vrfname: str = ""
-    table: int = Field(0, ge=0, le=0xFFFFFFFF)
+    table: int = 0
+
+
+def read_conf(args: CmdArgs) -> Conf:
+    """vrfname and table, read with the stdlib as Go's decoder does (keys
+    case-insensitive, wrong types code 7 naming the field); no pydantic import."""
+    r = Reader(args.conf, "")
+    table = r.integer("table") or 0
+    if not 0 <= table <= 0xFFFFFFFF:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: table: {table} is not a routing table id "
+                       "(0 for the first free, up to 2^32-1)")
+    return Conf(vrfname=r.string("vrfname"), table=table)
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    conf = netconf.load(args, Conf)
+    conf = read_conf(args)
     if not conf.vrfname:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid config: vrfname: the name of the VRF is required")
@@ -150,7 +162,7 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)         # DEL cleans up whatever the config says
+    conf = read_conf(args)                  # DEL cleans up whatever the config says
     if not conf.vrfname:
         return
     ns = NetNS.open_if_exists(args.netns)
