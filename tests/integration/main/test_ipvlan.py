@@ -39,8 +39,13 @@ def ipvlan_conf(v: str, node, *, master: str | None = "mst0", **extra) -> dict:
 
 @pytest.fixture
 def node(make_node):
+    """Node.lan()'s layout in two `ip -batch` execs instead of six `ip netns exec` pairs
+    (about 1.5 s a test in the guest)."""
     n = make_node(mode="inproc")
-    n.lan_ns = n.lan(gw_cidr=f"{GW}/24")
+    n.lan_ns = n.pod()
+    ip(n.host, f"link add mst0 type veth peer name lan1 netns {n.lan_ns.name}",
+       "link set mst0 up", "route add default dev mst0")
+    ip(n.lan_ns, f"addr add {GW}/24 dev lan1", "link set lan1 up")
     return n
 
 
