@@ -37,8 +37,8 @@ def make_device(node, name: str = "hd0", mac: str = MAC) -> None:
 
 def hd_conf(v: str, node, *, ipam: bool = True, **extra) -> dict:
     conf = {"cniVersion": v, "name": NET, "type": "host-device", **extra}
-    if not any(k in extra for k in ("device", "hwaddr", "kernelpath", "pciBusID")) and \
-            "runtimeConfig" not in extra:
+    if not {k.lower() for k in extra} & {"device", "hwaddr", "kernelpath", "pcibusid",
+                                         "runtimeconfig"}:
         conf["device"] = "hd0"
     if ipam:
         conf["ipam"] = {"type": "host-local", "subnet": "10.80.0.0/24",
@@ -112,7 +112,7 @@ def test_l2_only(make_node):
     assert_back_home(node, pod)
 
 
-@pytest.mark.parametrize("how", ["hwaddr", "hwaddr-upper", "ifname-net1"])
+@pytest.mark.parametrize("how", ["hwaddr", "hwaddr-upper", "ifname-net1", "Device-key"])
 def test_selectors(how, make_node):
     node = make_node(mode="inproc")
     make_device(node, "hd7", "02:00:00:80:00:07")
@@ -120,6 +120,7 @@ def test_selectors(how, make_node):
     pod = node.pod()
     ifname = "net1" if how == "ifname-net1" else "eth0"
     sel = ({"device": "hd7"} if how == "ifname-net1" else
+           {"Device": "hd7"} if how == "Device-key" else     # Go's decoder: any case
            {"hwaddr": "02:00:00:80:00:07" if how == "hwaddr" else "02:00:00:80:00:07".upper()})
     conf = hd_conf("1.0.0", node, ipam=False, **sel)
     r = node("host-device", "ADD", conf, pod, ifname=ifname)
@@ -204,6 +205,8 @@ BAD = [
     ("unknown pciBusID", {"pciBusID": "0000:ff:1f.7"}, "pciBusID"),
     ("unknown deviceID", {"runtimeConfig": {"deviceID": "0000:ff:1f.7"}},
      "runtimeConfig.deviceID"),
+    ("device not a string", {"device": 5}, "device"),
+    ("deviceID not a string", {"runtimeConfig": {"deviceID": 5}}, "runtimeConfig.deviceID"),
 ]
 
 

@@ -204,6 +204,9 @@ BAD = [
     ("owner too big", {"owner": 1 << 32}, 7, "owner"),
     ("group not a number", {"group": "wheel"}, 7, "group"),
     ("negative mtu", {"mtu": -5}, 7, "mtu"),
+    ("mtu a string", {"mtu": "1400"}, 7, "mtu"),
+    ("multiQueue a string", {"multiQueue": "yes"}, 7, "multiQueue"),
+    ("runtimeConfig.mac not a string", {"runtimeConfig": {"mac": 5}}, 7, "runtimeConfig.mac"),
 ]
 
 

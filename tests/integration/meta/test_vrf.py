@@ -155,6 +155,7 @@ BAD = [
     ("no vrfname", {"vrfname": ""}, "vrfname"),
     ("vrfname too long", {"vrfname": "x" * 16}, "vrfname"),
     ("negative table", {"table": -1}, "table"),
+    ("table a string", {"table": "10"}, "table"),
     ("vrfname is not a vrf", {"vrfname": "eth0"}, "vrfname"),
 ]
 
