@@ -9,6 +9,15 @@ reachable on the node's address, connectivity after `podman network reload` and 
 `podman restart`, and nothing left after `podman rm -f` (veth, netns, reservation, cached
 result, nftables rule).
 
+The "served" variant runs the same scenario (cniVersion 1.0.0) with a `cni-plugins serve`
+started from the same bundle on a private socket, which CNI_PLUGINS_SOCKET names to the
+plugins. podman execs the plugins with its own environment (plus the CNI_* variables), but
+the DEL after a container's process exits is often made by `podman container cleanup`,
+which conmon starts with an environment of its own (PATH, CONTAINERS_CONF, HOME, ...): that
+DEL would run standalone. So the variable is also in containers.conf's `[engine] env`,
+which every podman reading that file applies when its environment lacks the variable. The
+server's counters must then account for every ADD and DEL of the scenario.
+
 podman runs inside a throw-away "node" netns (nsenter --net, same mount namespace) with its
 own containers.conf, storage and runroot under a temp dir, so neither the host's network nor
 the system podman's containers are touched. Recipe: /work/shared/podman/README.md.
@@ -30,19 +39,25 @@ import pytest
 from cni_plugins import plugins
 from tests.fixtures.runtime import (INDEX, Node, best_effort, busybox_rootfs, free_subnet,
                                     kill_started_from, need_packages, remove_tree)
+from tests.fixtures.serve import ServerProcess
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 
 VERSIONS = ("0.3.1", "0.4.0", "1.0.0")       # podman 4.3's libcni cannot DEL a 1.1.0 cache
 PUBLIC, LOCAL = 18080, 18081                 # -p PUBLIC:80 on c1, -p 127.0.0.1:LOCAL:80 on c2
 RESULTS = "/var/lib/cni/results"             # podman's libcni cache: not configurable
+SERVED = "1.0.0"                             # the version also run through `cni-plugins serve`
+VARIANTS = [(v, False) for v in VERSIONS] + [(SERVED, True)]
 
 
 class Podman:
     """podman with a private config, storage and runroot, run in the node's netns."""
 
-    def __init__(self, work: Path, node: Node, plugin_dir: str, net: str, v: str) -> None:
-        self.work, self.node, self.net = work, node, net
+    def __init__(self, work: Path, node: Node, plugin_dir: str, net: str, v: str,
+                 server: ServerProcess | None = None) -> None:
+        self.work, self.node, self.net, self.server = work, node, net, server
+        # conmon's `podman container cleanup` gets the socket from here (see the docstring)
+        engine_env = f'env = ["CNI_PLUGINS_SOCKET={server.socket}"]' if server else ""
         self.subnet = ipaddress.ip_network(free_subnet())
         self.gateway = str(self.subnet.network_address + 1)
         self.bridge = "cnipm" + uuid.uuid4().hex[:8]
@@ -69,6 +84,7 @@ default_network = "{net}-unused"
 [engine]
 runtime = "runc"
 events_logger = "none"
+{engine_env}
 static_dir = "{work / 'storage' / 'libpod'}"
 tmp_dir = "{work / 'runroot' / 'libpod-tmp'}"
 volume_path = "{work / 'storage' / 'volumes'}"
@@ -76,6 +92,8 @@ volume_path = "{work / 'storage' / 'volumes'}"
 
     def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         env = {**os.environ, "CONTAINERS_CONF": str(self.work / "containers.conf")}
+        if self.server is not None:
+            env["CNI_PLUGINS_SOCKET"] = self.server.socket
         r = subprocess.run([*self.node.prefix(), "podman", "--root", str(self.work / "storage"),
                             "--runroot", str(self.work / "runroot"), "--storage-driver", "vfs",
                             *args], env=env, capture_output=True, text=True, timeout=timeout)
@@ -123,19 +141,24 @@ def bundle_dir(frozen_bin: str, tmp_path_factory: pytest.TempPathFactory) -> str
 
 
 @pytest.fixture
-def pm(podman_ready: None, bundle_dir: str, request: pytest.FixtureRequest) -> Iterator[Podman]:
-    v = request.param
-    work = Path(tempfile.mkdtemp(prefix="cnitest-podman-"))
+def pm(podman_ready: None, bundle_dir: str, frozen_bin: str,
+       request: pytest.FixtureRequest) -> Iterator[Podman]:
+    v, served = request.param
+    work = Path(tempfile.mkdtemp(prefix="cnitest-podman-"))     # 0700: the socket's parent
     node = Node()
     net = "cnitest-pm-" + uuid.uuid4().hex[:8]
-    p = None
+    p = srv = None
     try:
-        p = Podman(work, node, bundle_dir, net, v)
+        if served:
+            srv = ServerProcess(str(work / "serve"), frozen_bin).start()
+        p = Podman(work, node, bundle_dir, net, v, srv)
         yield p
     finally:
         if p is not None:
             best_effort(p, "rm", "-f", "-t", "0", "--all", timeout=120, check=False)
             best_effort(kill_started_from, str(work))   # conmon, if rm could not stop it
+        if srv is not None:
+            best_effort(srv.stop)                       # SIGTERM, then SIGKILL after 60 s
         node.delete()
         for f in Path(RESULTS).glob(f"{net}-*") if os.path.isdir(RESULTS) else ():
             f.unlink()
@@ -165,7 +188,8 @@ def check_connectivity(pm: Podman, c1: str, c2: str, when: str) -> tuple[str, st
     return ip1, ip2
 
 
-@pytest.mark.parametrize("pm", VERSIONS, indirect=True, ids=lambda v: f"[{v}]")
+@pytest.mark.parametrize("pm", VARIANTS, indirect=True,
+                         ids=lambda p: f"[{p[0]}{'-served' if p[1] else ''}]")
 def test_podman_end_to_end(pm: Podman) -> None:
     assert pm("info", "--format", "{{.Host.NetworkBackend}}").strip() == "cni"
     [inspect] = json.loads(pm("network", "inspect", pm.net))
@@ -194,3 +218,23 @@ def test_podman_end_to_end(pm: Podman) -> None:
     assert list(Path(RESULTS).glob(f"{pm.net}-*")) == []
     rules = pm.node.ruleset()
     assert c1 not in rules and c2 not in rules
+    if pm.server is not None:
+        check_served(pm.server)
+
+
+def check_served(srv: ServerProcess) -> None:
+    """Every plugin call of the scenario went through the server, which then stops cleanly."""
+    st = srv.status()
+    counts = {(r["plugin"], r["verb"]): r["count"] for r in st["plugins"]}
+    assert st["refused"] == 0, srv.read_log()
+    assert all(r["errors"] == 0 for r in st["plugins"]), srv.read_log()
+    # 5 ADDs and 5 DELs per plugin: run c1, c2; reload (DEL+ADD each); restart c1; rm -f both.
+    # A call that ran standalone (the variable lost on the way) is missing here.
+    for plugin in ("bridge", "portmap", "tuning"):
+        assert (counts.get((plugin, "ADD")), counts.get((plugin, "DEL"))) == (5, 5), counts
+        assert counts.get((plugin, "VERSION"), 0) > 0, counts
+    # host-local is delegated in the server's thread (links to the server's own executable,
+    # so InProcessExec), not a request of its own; its reservations were checked above
+    assert not any(p == "host-local" for p, _ in counts), counts
+    assert srv.stop() == 0, srv.read_log()
+    assert not os.path.lexists(srv.socket), "a stopped server removes its socket"
