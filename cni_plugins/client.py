@@ -70,13 +70,16 @@ def encode_request(plugin: str, environ: dict[str, str] | os._Environ, stdin: by
                  + b"\0" + env + b"\0" + stdin)
 
 
-def _recv_all(sock: "_socket.socket") -> bytes:
-    chunks = []
-    while True:
+def _recv_frame(sock: "_socket.socket") -> bytes:
+    """One reply frame: read up to its announced length (or EOF), not until the server
+    has closed the connection."""
+    data = b""
+    while len(data) < 9 or len(data) < 9 + int.from_bytes(data[5:9], "big"):
         chunk = sock.recv(65536)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            break
+        data += chunk
+    return data
 
 
 def _try_again(stdin: bytes, why: str) -> None:
@@ -142,7 +145,7 @@ def forward(plugin: str) -> bytes | None:
             for fd in fds:
                 os.close(fd)
         try:
-            reply = _recv_all(sock)
+            reply = _recv_frame(sock)
         except OSError as e:
             _try_again(stdin, f"reading the reply: {e.strerror}")
             raise AssertionError("unreachable")
