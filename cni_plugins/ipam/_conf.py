@@ -76,6 +76,14 @@ class Reader:
             raise invalid(self.field(key), f"expected an integer, got {_show(v)}")
         return v
 
+    def boolean(self, key: str) -> bool:
+        v = self.raw(key)
+        if v is None:
+            return False
+        if not isinstance(v, bool):
+            raise invalid(self.field(key), f"expected a boolean, got {_show(v)}")
+        return v
+
     def array(self, key: str) -> list[Any]:
         v = self.raw(key)
         if v is None:
