@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from .. import invoke, netconf
+from .. import invoke
 from ..errors import CNIError, Code
+from ..ipam._conf import Reader
 from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
@@ -22,16 +23,18 @@ from ..testing import checkpoint
 from ..types import Interface, Result
 
 
-def load_conf(args: CmdArgs) -> netconf.NetConf:
-    conf = netconf.load(args, netconf.NetConf)
-    if not conf.ipam.type:
+def read_ipam_type(args: CmdArgs) -> str:
+    """The IPAM plugin's type, which is required (the config read with the stdlib: no
+    pydantic import on any verb)."""
+    ipam_type = Reader(args.conf, "").obj("ipam").string("type")
+    if not ipam_type:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid config: ipam: dummy interface requires an IPAM configuration")
-    return conf
+    return ipam_type
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    conf = load_conf(args)
+    ipam_type = read_ipam_type(args)
     with ExitStack() as undo:
         ctr_ns = undo.enter_context(NetNS.open(args.netns))
         with ctr_ns.enter():
@@ -41,8 +44,8 @@ def cmd_add(args: CmdArgs) -> Result:
         checkpoint("link")
         result = Result(interfaces=[Interface(name=args.ifname, mac=dm.mac, sandbox=args.netns)])
 
-        ipam = invoke.delegate_add(conf.ipam.type, args)
-        undo.callback(invoke.delegate_del, conf.ipam.type, args)
+        ipam = invoke.delegate_add(ipam_type, args)
+        undo.callback(invoke.delegate_del, ipam_type, args)
         checkpoint("ipam")
         if not ipam.ips:
             raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
@@ -59,17 +62,17 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    conf = load_conf(args)
-    invoke.delegate_del(conf.ipam.type, args)
+    ipam_type = read_ipam_type(args)
+    invoke.delegate_del(ipam_type, args)
     sublink.delete_in_netns(args.netns, args.ifname)
 
 
 def cmd_check(args: CmdArgs) -> None:
-    conf = load_conf(args)
+    ipam_type = read_ipam_type(args)
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "dummy CHECK: prevResult is required")
-    invoke.delegate_check(conf.ipam.type, args)
+    invoke.delegate_check(ipam_type, args)
     with NetNS.open(args.netns) as ns:
         with ns.enter():
             ctr = Netlink()
@@ -78,5 +81,5 @@ def cmd_check(args: CmdArgs) -> None:
 
 
 def cmd_status(args: CmdArgs) -> None:
-    conf = load_conf(args)                   # can ADD give addresses? (50: a range is full)
-    invoke.delegate(conf.ipam.type, "STATUS", args)
+    ipam_type = read_ipam_type(args)              # can ADD give addresses? (50: a range is full)
+    invoke.delegate(ipam_type, "STATUS", args)

@@ -15,41 +15,49 @@ CHECK prevResult's interface is an ipvlan in this mode (on `master`, when config
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
-from pydantic import Field, field_validator
-
-from .. import invoke, netconf
+from .. import invoke
 from ..errors import CNIError, Code
+from ..ipam._conf import Reader, read_dns
 from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import Interface, Result
+from ..types import DNS, Interface, Result
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}            # IPVLAN_MODE_*
 
 
-class Conf(netconf.NetConf):
+@dataclass
+class Conf:
     master: str = ""
     mode: str = "l2"
     mtu: int = 0
-    link_in_container: bool = Field(False, alias="linkInContainer")
+    link_in_container: bool = False
+    ipam_type: str = ""
+    dns: DNS = field(default_factory=DNS)
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        v = v or "l2"
-        if v not in MODES:
-            raise ValueError(f"unknown ipvlan mode: {v!r} (l2, l3 or l3s)")
-        return v
+
+def read_conf(args: CmdArgs) -> Conf:
+    """The config read with the stdlib as Go's decoder does (keys case-insensitive, a
+    wrong type is code 7 naming the field): no pydantic import on any verb."""
+    r = Reader(args.conf, "")
+    mode = r.string("mode") or "l2"
+    if mode not in MODES:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: mode: unknown ipvlan mode: {mode!r} (l2, l3 or l3s)")
+    return Conf(master=r.string("master"), mode=mode, mtu=r.integer("mtu") or 0,
+                link_in_container=r.boolean("linkInContainer"),
+                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
 
 
 def addresses_from(conf: Conf, args: CmdArgs) -> "Result | None":
     """The chained case: no ipam block, and a prevResult whose addresses are applied.
     None when IPAM is to be asked."""
-    if conf.ipam.type:
+    if conf.ipam_type:
         return None
     prev = args.prev_result()
     if prev is None or not prev.ips:
@@ -60,7 +68,7 @@ def addresses_from(conf: Conf, args: CmdArgs) -> "Result | None":
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    conf = netconf.load(args, Conf)
+    conf = read_conf(args)
     chained = addresses_from(conf, args)
     with ExitStack() as undo:
         ctr_ns = undo.enter_context(NetNS.open(args.netns))
@@ -79,8 +87,8 @@ def cmd_add(args: CmdArgs) -> Result:
         if chained is not None:
             addrs = chained
         else:
-            addrs = invoke.delegate_add(conf.ipam.type, args)
-            undo.callback(invoke.delegate_del, conf.ipam.type, args)
+            addrs = invoke.delegate_add(conf.ipam_type, args)
+            undo.callback(invoke.delegate_del, conf.ipam_type, args)
             checkpoint("ipam")
             if not addrs.ips:
                 raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
@@ -90,7 +98,7 @@ def cmd_add(args: CmdArgs) -> Result:
         with ctr_ns.enter():
             configure_iface(ctr, args.ifname, result)
         checkpoint("address")
-        result.dns = conf.dns.to_result()
+        result.dns = conf.dns
         undo.pop_all()
         ctr.close()
         host.close()
@@ -99,19 +107,19 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
-    if conf.ipam.type:                       # chained: the addresses were not ours
-        invoke.delegate_del(conf.ipam.type, args)
+    conf = read_conf(args)          # no master lookup: DEL works when it is gone
+    if conf.ipam_type:                       # chained: the addresses were not ours
+        invoke.delegate_del(conf.ipam_type, args)
     sublink.delete_in_netns(args.netns, args.ifname)
 
 
 def cmd_check(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)
+    conf = read_conf(args)
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "ipvlan CHECK: prevResult is required")
-    if conf.ipam.type:
-        invoke.delegate_check(conf.ipam.type, args)
+    if conf.ipam_type:
+        invoke.delegate_check(conf.ipam_type, args)
     with Netlink() as host, NetNS.open(args.netns) as ns:
         with ns.enter():
             ctr = Netlink()
@@ -133,6 +141,6 @@ def cmd_check(args: CmdArgs) -> None:
 
 
 def cmd_status(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)
-    if conf.ipam.type:                       # can ADD give addresses? (50: a range is full)
-        invoke.delegate(conf.ipam.type, "STATUS", args)
+    conf = read_conf(args)
+    if conf.ipam_type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate(conf.ipam_type, "STATUS", args)

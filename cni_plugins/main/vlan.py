@@ -13,43 +13,53 @@ CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on 
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
-from pydantic import Field, field_validator
-
-from .. import invoke, netconf
+from .. import invoke
 from ..errors import CNIError, Code
+from ..ipam._conf import Reader, read_dns
 from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import Interface, Result
+from ..types import DNS, Interface, Result
 
 MAX_VLAN_ID = 4094
 
 
-class Conf(netconf.NetConf):
+@dataclass
+class Conf:
     master: str = ""
-    vlan_id: int = Field(0, alias="vlanId")
+    vlan_id: int = 0
     mtu: int = 0
-    link_in_container: bool = Field(False, alias="linkInContainer")
+    link_in_container: bool = False
+    ipam_type: str = ""
+    dns: DNS = field(default_factory=DNS)
 
-    @field_validator("vlan_id")
-    @classmethod
-    def _vlan_id(cls, v: int) -> int:
-        if not 0 <= v <= MAX_VLAN_ID:
-            raise ValueError(f"invalid VLAN ID {v} (must be between 0 and {MAX_VLAN_ID})")
-        return v
+
+def read_conf(args: CmdArgs) -> Conf:
+    """The config read with the stdlib as Go's decoder does (keys case-insensitive, a
+    wrong type is code 7 naming the field): no pydantic import on any verb."""
+    r = Reader(args.conf, "")
+    vid = r.integer("vlanId") or 0
+    if not 0 <= vid <= MAX_VLAN_ID:
+        raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                       f"invalid config: vlanId: invalid VLAN ID {vid} (must be between 0 "
+                       f"and {MAX_VLAN_ID})")
+    return Conf(master=r.string("master"), vlan_id=vid, mtu=r.integer("mtu") or 0,
+                link_in_container=r.boolean("linkInContainer"),
+                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    conf = netconf.load(args, Conf)
+    conf = read_conf(args)
     if not conf.master:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        'invalid config: master: "master" field is required: it names the '
                        "host interface to create the VLAN on")
-    if not conf.ipam.type:
+    if not conf.ipam_type:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid config: ipam: vlan requires an IPAM configuration")
     return conf
@@ -71,8 +81,8 @@ def cmd_add(args: CmdArgs) -> Result:
         checkpoint("link")
         result = Result(interfaces=[Interface(name=args.ifname, mac=vl.mac, sandbox=args.netns)])
 
-        ipam = invoke.delegate_add(conf.ipam.type, args)
-        undo.callback(invoke.delegate_del, conf.ipam.type, args)
+        ipam = invoke.delegate_add(conf.ipam_type, args)
+        undo.callback(invoke.delegate_del, conf.ipam_type, args)
         checkpoint("ipam")
         if not ipam.ips:
             raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
@@ -82,7 +92,7 @@ def cmd_add(args: CmdArgs) -> Result:
         with ctr_ns.enter():
             configure_iface(ctr, args.ifname, result)
         checkpoint("address")
-        result.dns = conf.dns.to_result()
+        result.dns = conf.dns
         undo.pop_all()
         ctr.close()
         host.close()
@@ -91,9 +101,9 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
-    if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
+    conf = read_conf(args)                   # no master lookup: DEL works when it is gone
+    if conf.ipam_type:
+        invoke.delegate_del(conf.ipam_type, args)
     sublink.delete_in_netns(args.netns, args.ifname)
 
 
@@ -102,7 +112,7 @@ def cmd_check(args: CmdArgs) -> None:
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "vlan CHECK: prevResult is required")
-    invoke.delegate_check(conf.ipam.type, args)
+    invoke.delegate_check(conf.ipam_type, args)
     with Netlink() as host, NetNS.open(args.netns) as ns:
         with ns.enter():
             ctr = Netlink()
@@ -122,6 +132,6 @@ def cmd_check(args: CmdArgs) -> None:
 
 
 def cmd_status(args: CmdArgs) -> None:
-    conf = netconf.load(args, Conf)
-    if conf.ipam.type:                       # can ADD give addresses? (50: a range is full)
-        invoke.delegate(conf.ipam.type, "STATUS", args)
+    conf = read_conf(args)
+    if conf.ipam_type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate(conf.ipam_type, "STATUS", args)
