@@ -30,6 +30,8 @@ from . import plugins, skel, version
 from .errors import CNIError, Code
 
 if TYPE_CHECKING:
+    from contextlib import ExitStack
+
     from .types import Result
 
 
@@ -253,6 +255,19 @@ def delegate(plugin: str, command: str, args: skel.CmdArgs,
     if command != "ADD":
         return None
     return parse_result(out, args.cni_version, plugin)
+
+
+def ipam_add(plugin: str, args: skel.CmdArgs, undo: "ExitStack") -> "Result":
+    """An interface plugin's IPAM step: the delegate's result, which must hold an address;
+    `undo` releases it again unless the plugin's ADD completes (undo.pop_all())."""
+    from .testing import checkpoint
+
+    result = delegate_add(plugin, args)
+    undo.callback(delegate_del, plugin, args)
+    checkpoint("ipam")
+    if not result.ips:
+        raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+    return result
 
 
 def delegate_add(plugin: str, args: skel.CmdArgs, stdin: bytes | None = None) -> "Result":

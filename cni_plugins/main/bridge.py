@@ -272,11 +272,7 @@ def cmd_add(args: CmdArgs) -> Result:
             Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)])
 
         if l3:
-            ipam = invoke.delegate_add(conf.ipam.type, args)
-            undo.callback(invoke.delegate_del, conf.ipam.type, args)
-            checkpoint("ipam")
-            if not ipam.ips:
-                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam = invoke.ipam_add(conf.ipam.type, args, undo)
             result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
             gateways = plan_gateways(conf, result)
 

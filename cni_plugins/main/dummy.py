@@ -44,11 +44,7 @@ def cmd_add(args: CmdArgs) -> Result:
         checkpoint("link")
         result = Result(interfaces=[Interface(name=args.ifname, mac=dm.mac, sandbox=args.netns)])
 
-        ipam = invoke.delegate_add(ipam_type, args)
-        undo.callback(invoke.delegate_del, ipam_type, args)
-        checkpoint("ipam")
-        if not ipam.ips:
-            raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+        ipam = invoke.ipam_add(ipam_type, args, undo)
         result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
         for ip in result.ips:
             ip.interface = 0

@@ -87,11 +87,7 @@ def cmd_add(args: CmdArgs) -> Result:
         if chained is not None:
             addrs = chained
         else:
-            addrs = invoke.delegate_add(conf.ipam_type, args)
-            undo.callback(invoke.delegate_del, conf.ipam_type, args)
-            checkpoint("ipam")
-            if not addrs.ips:
-                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            addrs = invoke.ipam_add(conf.ipam_type, args, undo)
         result.ips, result.routes = addrs.ips, addrs.routes
         for ip in result.ips:
             ip.interface = 0

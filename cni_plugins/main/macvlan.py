@@ -87,11 +87,7 @@ def cmd_add(args: CmdArgs) -> Result:
         result = Result(interfaces=[Interface(name=args.ifname, mac=mv.mac, sandbox=args.netns)])
 
         if conf.ipam.type:
-            ipam = invoke.delegate_add(conf.ipam.type, args)
-            undo.callback(invoke.delegate_del, conf.ipam.type, args)
-            checkpoint("ipam")
-            if not ipam.ips:
-                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam = invoke.ipam_add(conf.ipam.type, args, undo)
             result.ips, result.routes = ipam.ips, ipam.routes
             for ip in result.ips:
                 ip.interface = 0

@@ -74,11 +74,7 @@ def setup_host_veth(host: Netlink, name: str, result: Result) -> None:
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     with ExitStack() as undo:
-        result = invoke.delegate_add(conf.ipam.type, args)
-        undo.callback(invoke.delegate_del, conf.ipam.type, args)
-        checkpoint("ipam")
-        if not result.ips:
-            raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+        result = invoke.ipam_add(conf.ipam.type, args, undo)
         for ip in result.ips:
             if not ip.gateway:
                 raise CNIError(Code.INVALID_NETWORK_CONFIG,

@@ -138,11 +138,7 @@ def cmd_add(args: CmdArgs) -> Result:
                                               sandbox=args.netns)])
 
         if conf.ipam_type:
-            ipam = invoke.delegate_add(conf.ipam_type, args)
-            undo.callback(invoke.delegate_del, conf.ipam_type, args)
-            checkpoint("ipam")
-            if not ipam.ips:
-                raise CNIError(Code.INTERNAL, "IPAM plugin returned missing IP config")
+            ipam = invoke.ipam_add(conf.ipam_type, args, undo)
             result.ips, result.routes = ipam.ips, ipam.routes
             for ip in result.ips:
                 ip.interface = 0
