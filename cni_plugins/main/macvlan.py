@@ -18,7 +18,7 @@ from ..net import link, sysctl
 from ..net.iface import check_routes, configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
-from ..net.sublink import resolve_master
+from ..net import sublink
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -62,7 +62,7 @@ def cmd_add(args: CmdArgs) -> Result:
         with ctr_ns.enter():
             ctr = undo.enter_context(Netlink())
         host = undo.enter_context(Netlink())
-        master, _ = resolve_master(conf, args, ctr if conf.link_in_container else host)
+        master, _ = sublink.resolve_master(conf, args, ctr if conf.link_in_container else host)
         with ctr_ns.enter():
             if ctr.link(args.ifname) is not None:
                 raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
@@ -112,12 +112,7 @@ def cmd_del(args: CmdArgs) -> None:
     conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
     if conf.ipam.type:
         invoke.delegate_del(conf.ipam.type, args)
-    ctr_ns = NetNS.open_if_exists(args.netns)
-    if ctr_ns is None:
-        return
-    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-        with kernel_errors(f"delete link {args.ifname!r}"):
-            ctr.link_del_by_name(args.ifname)
+    sublink.delete_in_netns(args.netns, args.ifname)
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
 from ..ipam._conf import Reader, read_dns
-from ..net import link, sysctl, tuntap
+from ..net import link, sublink, sysctl, tuntap
 from ..net.iface import check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
@@ -160,12 +160,7 @@ def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)
     if conf.ipam_type:
         invoke.delegate_del(conf.ipam_type, args)
-    ctr_ns = NetNS.open_if_exists(args.netns)
-    if ctr_ns is None:
-        return
-    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-        with kernel_errors(f"delete link {args.ifname!r}"):
-            ctr.link_del_by_name(args.ifname)
+    sublink.delete_in_netns(args.netns, args.ifname)
 
 
 def cmd_check(args: CmdArgs) -> None:
