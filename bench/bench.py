@@ -886,59 +886,63 @@ def main() -> int:
     for b in bins:
         if not os.access(b, os.X_OK):
             raise SystemExit(f"bench: {b} is not executable")
-    linkdir = tempfile.mkdtemp(prefix="cni-bench-bin-")
-    try:
-        tree = snapshot(opts.tree, linkdir) if opts.tree else ""
-    except BaseException:
-        shutil.rmtree(linkdir, ignore_errors=True)
-        raise
-    stderr_path = os.path.join(linkdir, "stderr")
-    stderr_file = os.open(stderr_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    impls: list[tuple[str, str]] = []       # (label, CNI_PATH)
-    bin_of: dict[str, str] = {}
-    taken: set[str] = set()
-    servers: list[Server] = []
-    for b in bins:
-        label = label_for(b, taken)
-        taken.add(label)
-        d = os.path.join(linkdir, label)
-        install_links(b, d)
-        impls.append((label, d))
-        bin_of[label] = b
-        IMPL_ENV[label] = {}
-        if label != "frozen":
-            IMPL_ENV[label]["PYTHONPYCACHEPREFIX"] = os.path.join(linkdir, "pyc")
-            if tree:
-                IMPL_ENV[label]["PYTHONPATH"] = tree
-    if opts.server:
-        for label, d in list(impls):
-            srv_label = label + "+srv"
-            sock = os.path.join(linkdir, f"serve-{label}", "serve.sock")
-            IMPL_ENV[srv_label] = {**IMPL_ENV[label], SERVER_ENV: sock}
-            impls.append((srv_label, d))
-            bin_of[srv_label] = bin_of[label]
-            servers.append(Server(srv_label, bin_of[label], sock,
-                                  {**base_env(), **IMPL_ENV[srv_label]}))
-    impls.append(("go", opts.go_dir))
-    tool_note = ""
-    if any(c.runner for c in cases):
-        tool_note = setup_tools(opts, impls, bin_of, linkdir, tree)
-    try:
-        for srv in servers:
-            srv.start()
-    except BaseException:
-        for srv in servers:
-            srv.stop()
-        os.close(stderr_file)
-        shutil.rmtree(linkdir, ignore_errors=True)
-        raise
-
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # before anything is made: a signal during the setup (snapshot, links, the Go build,
+    # servers) cleans up like one during the run
     signal.signal(signal.SIGINT, signal.default_int_handler)   # even if started with it ignored
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+
+    linkdir = tempfile.mkdtemp(prefix="cni-bench-bin-")
+    stderr_file = -1
+    servers: list[Server] = []
+    try:
+        tree = snapshot(opts.tree, linkdir) if opts.tree else ""
+        stderr_path = os.path.join(linkdir, "stderr")
+        stderr_file = os.open(stderr_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        impls: list[tuple[str, str]] = []       # (label, CNI_PATH)
+        bin_of: dict[str, str] = {}
+        taken: set[str] = set()
+        for b in bins:
+            label = label_for(b, taken)
+            taken.add(label)
+            d = os.path.join(linkdir, label)
+            install_links(b, d)
+            impls.append((label, d))
+            bin_of[label] = b
+            IMPL_ENV[label] = {}
+            if label != "frozen":
+                IMPL_ENV[label]["PYTHONPYCACHEPREFIX"] = os.path.join(linkdir, "pyc")
+                if tree:
+                    IMPL_ENV[label]["PYTHONPATH"] = tree
+        if opts.server:
+            for label, d in list(impls):
+                srv_label = label + "+srv"
+                sock = os.path.join(linkdir, f"serve-{label}", "serve.sock")
+                IMPL_ENV[srv_label] = {**IMPL_ENV[label], SERVER_ENV: sock}
+                impls.append((srv_label, d))
+                bin_of[srv_label] = bin_of[label]
+                servers.append(Server(srv_label, bin_of[label], sock,
+                                      {**base_env(), **IMPL_ENV[srv_label]}))
+        impls.append(("go", opts.go_dir))
+        tool_note = ""
+        if any(c.runner for c in cases):
+            tool_note = setup_tools(opts, impls, bin_of, linkdir, tree)
+        for srv in servers:
+            srv.start()
+    except BaseException as e:
+        for srv in servers:
+            srv.stop()
+        if stderr_file >= 0:
+            os.close(stderr_file)
+        shutil.rmtree(linkdir, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            print(f"bench: interrupted ({str(e) or 'Ctrl-C'}) during the setup; cleaned up",
+                  file=sys.stderr)
+            return 130
+        raise
 
     now = datetime.datetime.now(datetime.timezone.utc).astimezone()
     print(f"cni-plugins bench, {now:%Y-%m-%d %H:%M:%S %Z}")
