@@ -843,7 +843,8 @@ def main() -> int:
                     help=f"our executable (repeatable; default {DEFAULT_BIN})")
     ap.add_argument("--runs", type=int, default=30, help="timed iterations per case (30)")
     ap.add_argument("--only", metavar="NAME[,NAME]",
-                    help="cases whose name contains one of these (case-insensitive)")
+                    help="cases whose name contains one of these (case-insensitive); "
+                         "=NAME: that name exactly (=host-local: not bridge+host-local)")
     ap.add_argument("--go-dir", default=GO_DIR, help=f"the Go plugins ({GO_DIR})")
     ap.add_argument("--metric", choices=("wall", "cpu"), default="wall",
                     help="wall: spawn to reap (default); cpu: the plugin's user+sys time, "
@@ -874,7 +875,9 @@ def main() -> int:
     cases = CASES
     if opts.only:
         wanted = [w.strip().lower() for w in opts.only.split(",") if w.strip()]
-        cases = [c for c in CASES if any(w in c.name.lower() for w in wanted)]
+        cases = [c for c in CASES
+                 if any(c.name.lower() == w[1:] if w.startswith("=") else w in c.name.lower()
+                        for w in wanted)]
         if not cases:
             raise SystemExit(f"bench: no case matches {opts.only!r} (see --list)")
     skipped = []
