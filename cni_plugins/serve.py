@@ -62,20 +62,21 @@ def parse_request(data: bytes, fds: list[int]) -> Request:
         version, plugin, which, rest = data.split(b"\0", 3)
     except ValueError:
         raise BadRequest("malformed request header") from None
+    # KEY=VALUE\0 ... then an empty entry; keys are never empty, so the block ends at the
+    # first empty entry (found once, not by re-slicing the rest of a 4 MiB request per entry)
+    end = 0 if rest[:1] == b"\0" else rest.find(b"\0\0") + 1
+    if end <= 0 and rest[:1] != b"\0":
+        raise BadRequest("unterminated environment")
+    items = rest[:end].split(b"\0")[:-1] if end else []
+    if len(items) > MAX_ENV:
+        raise BadRequest("too many environment variables")
     env: dict[str, str] = {}
-    while True:
-        end = rest.find(b"\0")
-        if end < 0:
-            raise BadRequest("unterminated environment")
-        item, rest = rest[:end], rest[end + 1:]
-        if not item:
-            break
+    for item in items:
         key, eq, value = item.partition(b"=")
         if not eq or not key:
             raise BadRequest("malformed environment entry")
-        if len(env) >= MAX_ENV:
-            raise BadRequest("too many environment variables")
         env[os.fsdecode(key)] = os.fsdecode(value)
+    rest = rest[end + 1:]
     count = {b"own": 2, b"own,netns": 3}.get(which)
     if count is None or len(fds) != count:
         raise BadRequest(f"expected namespace fds {which!r}, got {len(fds)}")
