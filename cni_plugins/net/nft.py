@@ -38,6 +38,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -481,12 +482,14 @@ class NFT:
 
         A dump that spans several reads while another process commits can skip or repeat
         rules (the kernel resumes it by position); the kernel flags it NLM_F_DUMP_INTR and
-        it is taken again.
+        it is taken again, after a pause that grows (1, 2, ... ms) so that a node whose pods
+        commit back to back still leaves a gap for it.
         """
-        for _ in range(_DUMP_ATTEMPTS):
+        for attempt in range(_DUMP_ATTEMPTS):
             replies, interrupted = self._get_once(kind, family, attrs, dump)
             if not interrupted:
                 return replies
+            time.sleep(0.001 * (attempt + 1))
         raise OSError(_errno.EAGAIN, "nftables ruleset kept changing during a listing")
 
     def _get_once(self, kind: int, family: int, attrs: list,
