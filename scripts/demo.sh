@@ -90,7 +90,10 @@ ip netns exec "$NODE" nft list table ip cni_hostport | head -40
 
 echo "== cnitool check, then del, both pods"
 cnitool check dbnet "/run/netns/$POD1" && cnitool check dbnet "/run/netns/$POD2" && echo "   check: ok"
-cnitool del dbnet "/run/netns/$POD1"
+# a runtime passes the same capability args on DEL as on ADD (portmap, like Go's, only
+# removes rules for the mappings it is told about)
+cnitool del dbnet "/run/netns/$POD1" \
+    --cap-args '{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}'
 cnitool del dbnet "/run/netns/$POD2"
 kill "$SERVER" 2>/dev/null; SERVER=
 
