@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -178,39 +177,44 @@ def test_many_rules_list_fast(nsx):
     assert took < 0.5, f"listing 300 rules took {took * 1e3:.0f} ms"
 
 
+CHURN = """
+import sys
+from cni_plugins.net import nft
+with nft.NFT() as sock:
+    sys.stdout.write("ready\\n"); sys.stdout.flush()
+    while True:
+        sock.commit(nft.Batch().insert_rule("inet", "t", "c", nft.drop(), comment="churn"))
+        for r in sock.rules("inet", "t", "c"):
+            if r.comment == "churn":
+                sock.commit(nft.Batch().delete_rule("inet", "t", "c", r.handle))
+"""
+
+
 def test_listing_is_consistent_while_others_commit(netns):
-    """A dump spanning several reads while rules come and go at the head of the chain
-    would skip or repeat rules (the kernel resumes by position): every listing must
-    still hold each untouched rule exactly once."""
+    """A dump spanning several reads while another process adds and removes rules at the
+    head of the chain would skip or repeat rules (the kernel resumes by position): every
+    listing must still hold each untouched rule exactly once. (The committer is a process,
+    as on a node: a thread of this interpreter would hand it the GIL at every read.)"""
     keep = [f"keep {i}" for i in range(300)]
     with inside(netns), nft.NFT() as sock:
         b = nft.Batch().add_table("inet", "t").add_chain("inet", "t", "c")
         for c in keep:
             b.add_rule("inet", "t", "c", nft.accept(), comment=c)
         sock.commit(b)
-    stop = threading.Event()
-
-    def churn() -> None:
-        with inside(netns), nft.NFT() as sock:
-            while not stop.is_set():
-                sock.commit(nft.Batch().insert_rule("inet", "t", "c", nft.drop(),
-                                                    comment="churn"))
-                for r in sock.rules("inet", "t", "c"):
-                    if r.comment == "churn":
-                        sock.commit(nft.Batch().delete_rule("inet", "t", "c", r.handle))
-
-    worker = threading.Thread(target=churn)
-    worker.start()
+    churn = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", CHURN],
+                             stdout=subprocess.PIPE)
     try:
+        assert churn.stdout is not None and churn.stdout.readline() == b"ready\n"
         with inside(netns):
             for _ in range(40):
                 with nft.NFT() as sock:                     # fresh socket: small 1st read
                     got = [r.comment for r in sock.rules("inet", "t", "c")
                            if r.comment != "churn"]
                 assert got == keep
+        assert churn.poll() is None                         # it was committing all along
     finally:
-        stop.set()
-        worker.join()
+        churn.kill()
+        churn.wait()
 
 
 def test_without_privilege_fails_fast_instead_of_hanging(netns):
