@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import configure_iface
+from ..net.iface import check_addresses, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
@@ -353,11 +353,7 @@ def cmd_check(args: CmdArgs) -> None:
             if ctr_iface.mac and cv.mac != ctr_iface.mac:
                 raise CNIError(Code.INTERNAL,
                                f"interface {args.ifname} mac {cv.mac} != expected {ctr_iface.mac}")
-            have = {a.address for a in ctr.addrs(cv.index)}
-            for ip in prev.ips:
-                if ip.address not in have:
-                    raise CNIError(Code.INTERNAL,
-                                   f"address {ip.address} missing on {args.ifname!r}")
+            check_addresses(ctr, cv.index, args.ifname, prev.ips)
             routes = ctr.routes(4) + ctr.routes(6)
             for r in prev.routes:
                 if not any(_same_dst(e.dst, r.dst) and (not r.gw or e.gw == r.gw)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
 from ..ipam._conf import Reader, read_dns
-from ..net.iface import check_routes, configure_iface
+from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
@@ -285,9 +285,6 @@ def cmd_check(args: CmdArgs) -> None:
         if want.mac and want.mac.lower() != dev.mac.lower():
             raise CNIError(Code.INTERNAL,
                            f"interface {args.ifname} mac {dev.mac} != expected {want.mac}")
-        have = {a.address for a in ctr.addrs(dev.index)}
-        for ip in prev.ips:
-            if ip.address not in have:
-                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+        check_addresses(ctr, dev.index, args.ifname, prev.ips)
         check_routes(ctr, prev.routes)
 

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import link, sysctl
-from ..net.iface import check_routes, configure_iface
+from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
 from ..net import sublink
@@ -132,9 +132,5 @@ def cmd_check(args: CmdArgs) -> None:
             if want is not None and want.mac and want.mac != mv.mac:
                 raise CNIError(Code.INTERNAL,
                                f"interface {args.ifname} mac {mv.mac} != expected {want.mac}")
-            have = {a.address for a in ctr.addrs(mv.index)}
-            for ip in prev.ips:
-                if ip.address not in have:
-                    raise CNIError(Code.INTERNAL,
-                                   f"address {ip.address} missing on {args.ifname!r}")
+            check_addresses(ctr, mv.index, args.ifname, prev.ips)
             check_routes(ctr, prev.routes)

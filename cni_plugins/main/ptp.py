@@ -16,7 +16,7 @@ from pydantic import Field
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import check_routes, configure_iface
+from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
@@ -159,10 +159,7 @@ def cmd_check(args: CmdArgs) -> None:
         if want is not None and want.mac and want.mac != cv.mac:
             raise CNIError(Code.INTERNAL,
                            f"interface {args.ifname} mac {cv.mac} != expected {want.mac}")
-        have = {a.address for a in ctr.addrs(cv.index)}
-        for ip in prev.ips:
-            if ip.address not in have:
-                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+        check_addresses(ctr, cv.index, args.ifname, prev.ips)
         check_routes(ctr, prev.routes)
 
 

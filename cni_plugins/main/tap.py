@@ -17,7 +17,7 @@ from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
 from ..ipam._conf import Reader, read_dns
 from ..net import link, sublink, sysctl, tuntap
-from ..net.iface import check_routes, configure_iface
+from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs, parse_cni_args
@@ -182,8 +182,5 @@ def cmd_check(args: CmdArgs) -> None:
         if want.mac and want.mac.lower() != tap.mac.lower():
             raise CNIError(Code.INTERNAL,
                            f"interface {args.ifname} mac {tap.mac} != expected {want.mac}")
-        have = {a.address for a in ctr.addrs(tap.index)}
-        for ip in prev.ips:
-            if ip.address not in have:
-                raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+        check_addresses(ctr, tap.index, args.ifname, prev.ips)
         check_routes(ctr, prev.routes)

@@ -48,6 +48,14 @@ def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = Fal
                          scope=r.scope)
 
 
+def check_addresses(nl: Netlink, index: int, ifname: str, ips: list) -> None:
+    """Every address of a prevResult is on the link `index`. CNIError on the first missing."""
+    have = {a.address for a in nl.addrs(index)}
+    for ip in ips:
+        if ip.address not in have:
+            raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {ifname!r}")
+
+
 def check_routes(nl: Netlink, routes: list[Route]) -> None:
     """Every route of a prevResult is in the main table: same destination, and the same
     gateway when the result names one. CNIError on the first missing."""

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import CNIError, Code, kernel_errors
 from ..skel import CmdArgs
 from ..types import Result
-from .iface import check_routes
+from .iface import check_addresses, check_routes
 from .link import random_veth_name
 from .netlink import Link, Netlink
 from .netns import NetNS
@@ -123,9 +123,6 @@ def check_container_link(ctr: Netlink, args: CmdArgs, prev: Result, kind: str) -
     if want.mac and want.mac.lower() != found.mac.lower():
         raise CNIError(Code.INTERNAL,
                        f"interface {args.ifname} mac {found.mac} != expected {want.mac}")
-    have = {a.address for a in ctr.addrs(found.index)}
-    for ip in prev.ips:
-        if ip.address not in have:
-            raise CNIError(Code.INTERNAL, f"address {ip.address} missing on {args.ifname!r}")
+    check_addresses(ctr, found.index, args.ifname, prev.ips)
     check_routes(ctr, prev.routes)
     return found
