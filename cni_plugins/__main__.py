@@ -7,8 +7,9 @@
     cni-plugins cnitool ARGS              cnitool (also by a link named cnitool: --cnitool PATH)
     cni-plugins serve [--status]          the resident server the plugins hand work to
 
-A plugin call first offers itself to the server (client.py; nothing heavy is imported
-before that), and runs standalone here when there is none.
+The runtime execs the native shim (build/shim/cni-shim.c) that the links point at; it hands
+the request to `cni-plugins serve` and execs this program, standalone, when no server can
+take it (as `cni-plugins TYPE`, with the stdin it already read).
 """
 
 from __future__ import annotations
@@ -31,18 +32,6 @@ def executable() -> str:
     return os.path.realpath(argv0)
 
 
-def _plugin_call() -> str:
-    """The plugin type this exec is a call of, or "" (help, install, serve, ...)."""
-    name = os.path.basename(sys.argv[0])
-    if name not in ("cni-plugins", "cnitool", "__main__.py", "entry.py") \
-            and not name.startswith("python"):
-        return name
-    arg = sys.argv[1] if len(sys.argv) > 1 else ""
-    if not arg or arg[0] in "-." or arg in ("install", "serve", "help", "cnitool"):
-        return ""
-    return arg
-
-
 def usage() -> str:
     from . import plugins
 
@@ -54,17 +43,11 @@ def usage() -> str:
 
 
 def main() -> None:
-    stdin = None
-    plugin = _plugin_call()
-    if plugin and os.environ.get("CNI_COMMAND"):
-        from . import client
-
-        stdin = client.forward(plugin)      # exits when the server answered
     from . import plugins, skel
 
     name = os.path.basename(sys.argv[0])
     if name in plugins.REGISTRY:
-        skel.main(name, executable(), stdin)
+        skel.main(name, executable())
     args = sys.argv[1:]
     if name == "cnitool" or args[:1] == ["cnitool"]:     # by a cnitool link, or by name
         from .cnitool import cli as cnitool
@@ -83,7 +66,7 @@ def main() -> None:
         serve.main(args[1:], executable())
         sys.exit(0)
     if args[0] in plugins.REGISTRY:
-        skel.main(args[0], executable(), stdin)
+        skel.main(args[0], executable())
     sys.stderr.write(f"cni-plugins: unknown plugin type {args[0]!r}\n\n{usage()}")
     sys.exit(2)
 

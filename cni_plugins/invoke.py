@@ -121,13 +121,23 @@ class RawExec:
         return proc.stdout
 
 
+SHIM = "cni-shim"           # the native shim beside the executable: what the links point at
+
+
+def shim_of(exe: str) -> str:
+    """The shim installed next to our executable `exe` (build/build.sh, scripts/setup.sh)."""
+    return os.path.join(os.path.dirname(os.path.realpath(exe)), SHIM)
+
+
 class InProcessExec:
-    """A plugin path that is a link to `exe` (our multi-call executable) is served in this
-    process by skel.run, exactly as the executable would serve it; others go to `other`."""
+    """A plugin path that is a link to `exe` (our multi-call executable) or to its shim is
+    served in this process by skel.run, exactly as the executable would serve it; others
+    go to `other`."""
 
     def __init__(self, exe: str, other: Exec | None = None,
                  stderr: Callable[[str], Any] | None = None) -> None:
         self.exe = os.path.realpath(exe) if exe else ""
+        self.ours = {self.exe, shim_of(self.exe)} if exe else set()
         self.other: Exec = other or RawExec()
         self.stderr = stderr or (lambda text: sys.stderr.write(text))  # today's sys.stderr
 
@@ -137,7 +147,7 @@ class InProcessExec:
     def serves(self, path: str) -> str | None:
         """The plugin type `path` runs here, or None when it must be exec'd."""
         name = os.path.basename(path)
-        if self.exe and name in plugins.REGISTRY and os.path.realpath(path) == self.exe:
+        if name in plugins.REGISTRY and os.path.realpath(path) in self.ours:
             return name
         return None
 

@@ -292,11 +292,9 @@ def _run(plugin: str, environ: Mapping[str, str], read_stdin: Callable[[], bytes
         return 1, _json(CNIError(Code.INTERNAL, msg, type(e).__name__).to_json(cni_version))
 
 
-def main(plugin: str, exe: str, stdin: bytes | None = None) -> None:
-    """The process edge: environment and stdin in, stdout out, exit without teardown.
-    `stdin`: the bytes already read by the client when the server was not used."""
-    read = sys.stdin.buffer.read if stdin is None else (lambda: stdin)
-    code, out = run(plugin, os.environ, read, exe)
+def main(plugin: str, exe: str) -> None:
+    """The process edge: environment and stdin in, stdout out, exit without teardown."""
+    code, out = run(plugin, os.environ, sys.stdin.buffer.read, exe)
     if out:
         sys.stdout.write(out)
     sys.stdout.flush()

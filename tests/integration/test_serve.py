@@ -1,8 +1,9 @@
-"""`cni-plugins serve` and the thin client: served, fallen back, refused, killed.
+"""`cni-plugins serve` behind the native shim: served, fallen back, refused, killed.
 
 Each test starts its own server on a private socket (tests/fixtures/serve.py) and points
-the plugin calls at it with CNI_PLUGINS_SOCKET; the server's own counters (--status) tell
-whether a call was served or ran standalone.
+the shim at it with CNI_PLUGINS_SOCKET; the server's own counters (--status, summed over
+its workers) tell whether a call was served or ran standalone. The shim's side of the
+protocol against scripted fake servers is in test_shim.py.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import time
 
 import pytest
 
-from cni_plugins import __version__, client
+from cni_plugins import __version__, serve
 from tests.fixtures.pods import bridge_conf, ip_of, ipam_path, links, make_node, veths  # noqa: F401
-from tests.fixtures.run import Reply, base_env, our_executable
+from tests.fixtures.run import Reply, base_env, our_executable, our_shim
 from tests.fixtures.serve import NO_SERVER, ServerProcess
 
 pytestmark = pytest.mark.root
@@ -47,7 +48,7 @@ def exec_plugin(plugin: str, verb: str, conf, sock: str, *, netns: str = "", cid
     env = base_env()
     env.update(CNI_COMMAND=verb, CNI_CONTAINERID=cid, CNI_NETNS=netns, CNI_IFNAME=ifname,
                CNI_PATH=path, CNI_PLUGINS_SOCKET=sock, **(extra or {}))
-    cmd = [exe or our_executable(), plugin]
+    cmd = [exe or our_shim(), plugin]
     if host is not None:
         cmd = ["ip", "netns", "exec", host.name, *cmd]
     data = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
@@ -62,8 +63,9 @@ def reply(proc: subprocess.CompletedProcess) -> Reply:
     return Reply(proc.returncode, out(proc), proc.stderr.decode(), proc.stdout.decode())
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def fd_count(srv: ServerProcess) -> int:
+    """Open fds over the server's master and its workers."""
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in srv.pids())
 
 
 # -- served, with the same answer as standalone ---------------------------------------------
@@ -168,7 +170,7 @@ def sockdir(tmp_path):
 
 
 def test_version_mismatch_falls_back_to_standalone(sockdir, netns):
-    fake = FakeServer(str(sockdir / "s.sock"), client.frame(client.REPLY, b"M" + b"9.9.9"))
+    fake = FakeServer(str(sockdir / "s.sock"), serve.frame(serve.REPLY, b"M" + b"9.9.9"))
     try:
         r = exec_plugin("loopback", "ADD", LOOPBACK, str(sockdir / "s.sock"), netns=netns.path,
                         ifname="lo")
@@ -180,7 +182,7 @@ def test_version_mismatch_falls_back_to_standalone(sockdir, netns):
 
 
 def test_a_real_server_refuses_another_version_without_running_it(server, netns):
-    req = client.encode_request("loopback", {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c",
+    req = serve.encode_request("loopback", {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c",
                                              "CNI_NETNS": netns.path, "CNI_IFNAME": "lo",
                                              "CNI_PATH": "/x"},
                                 json.dumps(LOOPBACK).encode(), "own", version="0.0.0-other")
@@ -218,7 +220,7 @@ def test_a_second_server_on_a_live_socket_refuses_to_start(server):
 @pytest.mark.parametrize("what", ["socket owner", "socket mode", "directory mode"])
 def test_a_socket_others_control_is_not_used(what, sockdir, netns):
     path = str(sockdir / "s.sock")
-    fake = FakeServer(path, client.frame(client.REPLY, b"R\x00" + (5).to_bytes(4, "big")
+    fake = FakeServer(path, serve.frame(serve.REPLY, b"R\x00" + (5).to_bytes(4, "big")
                                          + b"fake!"))
     try:
         if what == "socket owner":
@@ -257,36 +259,34 @@ def raw_request(path: str, data: bytes, fds: list[int] | None = None) -> bytes:
 HOSTILE = {
     "garbage": os.urandom(4096),
     "wrong magic": b"GET / HTTP/1.1\r\n\r\n",
-    "oversized": client.REQUEST + (client.MAX_REQUEST + 1).to_bytes(4, "big") + b"x" * 1024,
-    "truncated": client.REQUEST + (1000).to_bytes(4, "big") + b"short",
-    "no fds": client.frame(client.REQUEST, b"%s\0loopback\0own\0CNI_COMMAND=VERSION\0\0"
+    "oversized": serve.REQUEST + (serve.MAX_REQUEST + 1).to_bytes(4, "big") + b"x" * 1024,
+    "truncated": serve.REQUEST + (1000).to_bytes(4, "big") + b"short",
+    "no fds": serve.frame(serve.REQUEST, b"%s\0loopback\0own\0CNI_COMMAND=VERSION\0\0"
                            % __version__.encode()),
-    "bad env": client.frame(client.REQUEST, b"%s\0loopback\0own\0NOEQUALS\0\0"
+    "bad env": serve.frame(serve.REQUEST, b"%s\0loopback\0own\0NOEQUALS\0\0"
                             % __version__.encode()),
-    "no header": client.frame(client.REQUEST, b"just one field"),
+    "no header": serve.frame(serve.REQUEST, b"just one field"),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_hostile_requests_are_refused_and_leak_nothing(kind, server, netns):
-    pid = server.proc.pid
     served(server)                                           # warm: its thread is gone
-    fds_before = fd_count(pid)
+    fds_before = fd_count(server)
     answer = raw_request(server.socket, HOSTILE[kind])
     assert answer == b"" or answer[9:10] == b"U", answer[:40]
     assert server.proc.poll() is None
     assert server.status()["requests"] == 0
     time.sleep(0.2)
-    assert fd_count(pid) == fds_before
+    assert fd_count(server) == fds_before
     r = exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns=netns.path, ifname="lo")
     assert r.returncode == 0 and served(server) == 1
 
 
 def test_fds_that_are_not_namespaces_are_refused(server, tmp_path):
-    pid = server.proc.pid
     served(server)
-    fds_before = fd_count(pid)
-    req = client.encode_request("loopback", {"CNI_COMMAND": "VERSION"}, b"", "own")
+    fds_before = fd_count(server)
+    req = serve.encode_request("loopback", {"CNI_COMMAND": "VERSION"}, b"", "own")
     fds = [os.open("/dev/null", os.O_RDONLY), os.open(str(tmp_path), os.O_RDONLY)]
     try:
         answer = raw_request(server.socket, req, fds)
@@ -295,11 +295,11 @@ def test_fds_that_are_not_namespaces_are_refused(server, tmp_path):
             os.close(fd)
     assert answer[9:10] == b"U" and b"namespace" in answer
     time.sleep(0.2)
-    assert fd_count(pid) == fds_before and served(server) == 0
+    assert fd_count(server) == fds_before and served(server) == 0
 
 
 def test_an_oversized_config_runs_standalone(server, netns):
-    conf = dict(LOOPBACK, padding="x" * (client.MAX_REQUEST + 10))
+    conf = dict(LOOPBACK, padding="x" * (serve.MAX_REQUEST + 10))
     r = exec_plugin("loopback", "ADD", conf, server.socket, netns=netns.path, ifname="lo")
     assert r.returncode == 0, r.stdout[:300]
     assert served(server) == 0 and server.status()["refused"] == 0   # never sent
@@ -322,7 +322,7 @@ def test_peers_other_than_root_are_refused():
                             "/usr/bin/python3", "-c", code, srv.socket],
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
-        assert "U" in p.stdout and "peer not allowed" in p.stdout
+        assert "U" in p.stdout and "peer uid 65534 refused" in p.stdout
         assert srv.status()["refused"] == 1
     finally:
         srv.stop()
@@ -446,7 +446,7 @@ def test_a_silent_peer_does_not_hold_up_sigterm(tmp_path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(srv.socket)
-        s.sendall(client.REQUEST + (100).to_bytes(4, "big") + b"partial")
+        s.sendall(serve.REQUEST + (100).to_bytes(4, "big") + b"partial")
         time.sleep(0.2)
         started = time.monotonic()
         assert srv.stop(timeout=60) == 0
@@ -478,3 +478,183 @@ def test_server_threads_processes_and_go_share_one_store(server, plugin_dir, tmp
     assert all(finish(p)[0] == 0 for p in procs)
     assert sorted(files(tmp_path)) == ["last_reserved_ip.0", "last_reserved_ip.1", "lock"]
     assert served(server) == 32
+
+
+# -- pre-forked workers, one attachment at a time, callers that vanish ---------------------------
+
+def spawn_plugin(plugin: str, verb: str, conf, sock: str, *, netns: str, cid: str, host,
+                 path: str, extra: dict | None = None) -> subprocess.Popen:
+    """The shim as a runtime starts it (inside the node's netns: `ip netns exec` execs it,
+    so the pid is the shim's own), for tests that kill it."""
+    env = base_env()
+    env.update(CNI_COMMAND=verb, CNI_CONTAINERID=cid, CNI_NETNS=netns, CNI_IFNAME="eth0",
+               CNI_PATH=path, CNI_PLUGINS_SOCKET=sock, **(extra or {}))
+    p = subprocess.Popen(["ip", "netns", "exec", host.name, our_shim(), plugin], env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    data = json.dumps(conf).encode()
+
+    def feed() -> None:                 # a large config is still being written when killed
+        try:
+            p.stdin.write(data)
+            p.stdin.close()
+        except OSError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    return p
+
+
+def idle(srv: ServerProcess, timeout: float = 60) -> None:
+    """Wait until no worker runs a request (an undo may still be running)."""
+    deadline = time.monotonic() + timeout
+    while srv.status()["in_flight"] > 0:
+        assert time.monotonic() < deadline, "the server never went idle"
+        time.sleep(0.05)
+
+
+def nothing_left(node, pods) -> None:
+    assert node.reservations("brnet") == set()
+    assert not veths(node.host)
+    for p in pods:
+        assert set(links(p)) == {"lo"}
+
+
+def test_workers_share_the_requests(server, netns):
+    st = server.status()
+    assert len(st["workers"]) == (os.cpu_count() or 1)
+    for _ in range(20):
+        assert exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns=netns.path,
+                           ifname="lo").returncode == 0
+    st = server.status()
+    assert st["requests"] == 20 == sum(w["requests"] for w in st["workers"])
+    assert st["plugins"][0]["count"] == 20
+
+
+def test_sigkill_of_one_worker_during_50_concurrent_adds(tmp_path, make_node):
+    """The killed worker's requests say 11, the others complete; the master starts another
+    worker, which serves the DELs (with the survivor) and later calls."""
+    node = make_node()
+    pods = [node.pod() for _ in range(50)]
+    conf = bridge_conf("1.0.0", node)
+    srv = ServerProcess(str(tmp_path / "srv")).start()
+    try:
+        before = {w["pid"] for w in srv.status()["workers"]}
+        results: list = [None] * 50
+
+        def add(i: int) -> None:
+            results[i] = exec_plugin("bridge", "ADD", conf, srv.socket, netns=pods[i].path,
+                                     cid=f"wk{i}", host=node.host, path=node.path)
+
+        threads = [threading.Thread(target=add, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 90
+        while served(srv) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        killed = srv.kill_worker()
+        for t in threads:
+            t.join(180)
+        codes = [r.returncode and out(r)["code"] for r in results]
+        assert set(codes) <= {0, 11}, [r.stdout for r in results if r.returncode][:3]
+        for r in results:
+            if r.returncode == 0:
+                ip_of(reply(r))
+        deadline = time.monotonic() + 30
+        while len(srv.status()["workers"]) < len(before) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        st = srv.status()
+        now = {w["pid"] for w in st["workers"]}
+        assert killed not in now and len(now) == len(before) and st["respawned"] == 1
+        assert f"worker {killed} died (signal SIGKILL)" in srv.read_log()
+        idle(srv)
+        for i in range(50):
+            r = exec_plugin("bridge", "DEL", conf, srv.socket, netns=pods[i].path, cid=f"wk{i}",
+                            host=node.host, path=node.path)
+            assert r.returncode == 0, r.stdout
+        nothing_left(node, pods)
+        assert served(srv) >= 50                          # the DELs were served
+    finally:
+        srv.stop()
+
+
+def test_a_del_waits_for_the_add_of_its_container(server, make_node):
+    """Requests for one attachment are serialised across workers: a DEL sent while the ADD
+    is in the middle of its work returns only after the ADD, and removes what it made."""
+    node = make_node()
+    pod = node.pod()
+    conf = bridge_conf("1.0.0", node)
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(r=exec_plugin(
+        "bridge", "ADD", conf, server.socket, netns=pod.path, host=node.host, path=node.path,
+        cid="ser", extra={"CNI_PLUGINS_TEST_PAUSE": "locked:1.5"})))
+    t.start()
+    deadline = time.monotonic() + 30
+    while "paused at locked" not in server.read_log() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r = exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, host=node.host,
+                    path=node.path, cid="ser")
+    t.join(60)
+    assert r.returncode == 0 and box["r"].returncode == 0, (r.stdout, box["r"].stdout)
+    log = server.read_log().splitlines()
+    add = next(i for i, line in enumerate(log) if "bridge ADD ser" in line)
+    dele = next(i for i, line in enumerate(log) if "bridge DEL ser" in line)
+    assert add < dele                                # the DEL finished after the ADD
+    nothing_left(node, [pod])
+
+
+def test_a_killed_shim_mid_add_then_del_leaves_nothing(server, make_node):
+    """The runtime's shim dies while its ADD works in the server (paused in host-local), and
+    the runtime sends DEL at once: the DEL waits, the ADD notices its caller is gone and
+    undoes itself, and a new ADD of the same container succeeds."""
+    node = make_node()
+    pod = node.pod()
+    conf = bridge_conf("1.0.0", node)
+    p = spawn_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="gone",
+                     host=node.host, path=node.path,
+                     extra={"CNI_PLUGINS_TEST_PAUSE": "locked:1"})
+    deadline = time.monotonic() + 30
+    while "paused at locked" not in server.read_log() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.kill()
+    p.wait(30)
+    r = exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="gone",
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout
+    idle(server)
+    assert server.status()["undone"] == 1
+    assert "bridge ADD gone: the caller is gone; undoing it" in server.read_log()
+    nothing_left(node, [pod])
+    r = exec_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="gone",
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout
+    assert node.reservations("brnet") == {ip_of(reply(r))}
+    assert exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="gone",
+                       host=node.host, path=node.path).returncode == 0
+    nothing_left(node, [pod])
+
+
+@pytest.mark.parametrize("delay_ms", [0, 1, 2, 4, 8, 15, 30, 60, 120])
+def test_a_shim_killed_at_any_point_then_del_leaves_nothing(delay_ms, server, make_node):
+    """SIGKILL at a spread of moments: before the shim connected, while it sends (a large
+    config), while the server works, after the answer; then the runtime's DEL at once, and
+    a re-ADD. Whatever moment it was, nothing is left and the re-ADD succeeds."""
+    node = make_node()
+    pod = node.pod()
+    conf = dict(bridge_conf("1.0.0", node), padding="x" * (2 << 20))
+    p = spawn_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="k",
+                     host=node.host, path=node.path)
+    time.sleep(delay_ms / 1000)
+    p.kill()
+    p.wait(30)
+    r = exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="k",
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout
+    idle(server)
+    nothing_left(node, [pod])
+    r = exec_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="k",
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout
+    assert exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="k",
+                       host=node.host, path=node.path).returncode == 0
+    nothing_left(node, [pod])

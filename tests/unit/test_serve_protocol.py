@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cni_plugins import client, serve
+from cni_plugins import serve
 
 
 @pytest.fixture(autouse=True)
@@ -16,8 +16,8 @@ def fake_namespaces(monkeypatch):
 
 
 def body(env: dict, stdin: bytes, which: str = "own", version: str = "0.1.0") -> bytes:
-    frame = client.encode_request("loopback", env, stdin, which, version=version)
-    assert frame[:5] == client.REQUEST and int.from_bytes(frame[5:9], "big") == len(frame) - 9
+    frame = serve.encode_request("loopback", env, stdin, which, version=version)
+    assert frame[:5] == serve.REQUEST and int.from_bytes(frame[5:9], "big") == len(frame) - 9
     return frame[9:]
 
 
