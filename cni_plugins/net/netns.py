@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import CNIError, Code
 
@@ -25,15 +26,22 @@ NS_GET_NSTYPE = 0xB703          # ioctl: which kind of namespace an nsfs fd is
 _SELF = "/proc/thread-self/ns/net"
 
 
+@functools.cache
+def libc() -> Any:
+    """The C library, for the calls os lacks here (setns, unshare, prctl); loaded once."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _setns(fd: int) -> None:
     setns = getattr(os, "setns", None)          # Python 3.12+
     if setns is not None:
         setns(fd, CLONE_NEWNET)
         return
-    import ctypes
+    if libc().setns(fd, CLONE_NEWNET) != 0:
+        import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
