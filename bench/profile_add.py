@@ -93,7 +93,9 @@ class Bed:
     def container(self) -> str:
         """A fresh netns; for a chained plugin's case (tuning, portmap), the one its setup
         prepared: every profiled ADD is then another container ID on the same pod link."""
-        return self.ctx.netns or os.path.join(bench.NETNS_DIR, bench.netns_add())
+        if self.ctx.netns and not self.case.prime:
+            return self.ctx.netns
+        return os.path.join(bench.NETNS_DIR, bench.netns_add())
 
     def env(self, tag: str, extra: dict[str, str], netns: str = "") -> dict[str, str]:
         e = bench.base_env()
@@ -255,7 +257,7 @@ def main() -> int:
             bed.run([venv_plugin], bed.env("warm", dict(venv_env, CNI_PATH=venv_dir)))
 
         print("\n== importtime, venv script (python -X importtime) ==")
-        p = bed.run([interpreter_of(opts.bin), "-X", "importtime", venv_plugin],
+        p = bed.run([interpreter_of(opts.bin), "-X", "importtime", opts.bin, case.plugin],
                     bed.env("imp", dict(venv_env, CNI_PATH=venv_dir)))
         importtime_report(p.stderr.decode(errors="replace"), opts.top)
         if opts.importtime_bin:

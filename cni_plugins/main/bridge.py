@@ -238,9 +238,6 @@ def cmd_add(args: CmdArgs) -> Result:
         checkpoint("bridge")
 
         with ctr_ns.enter():
-            if ctr.link(args.ifname) is not None:
-                raise CNIError(Code.INTERNAL,
-                               f"container veth name provided ({args.ifname}) already exists")
             host_name = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
             undo.callback(ctr.link_del_by_name, args.ifname)
             cv = ctr.link(args.ifname)

@@ -8,7 +8,7 @@ import time
 
 from ..errors import CNIError, Code, kernel_errors
 from . import sysctl
-from .netlink import Link, Netlink
+from .netlink import IFF_PROMISC, IFF_UP, Link, Netlink
 from .netns import NetNS
 
 
@@ -61,7 +61,8 @@ def ensure_bridge(nl: Netlink, name: str, *, mtu: int = 0, promisc: bool = False
             nl.link_set(br.index, up=True)
         if vlan_filtering:
             nl.link_set(br.index, kind="bridge", data=[("IFLA_BR_VLAN_FILTERING", 1)])
-    return nl.link(name) or br
+    br.flags |= IFF_UP | (IFF_PROMISC if promisc else 0)   # as set: no second lookup
+    return br
 
 
 def _local_mac() -> str:

@@ -17,6 +17,7 @@ step in errors.kernel_errors("…") to get a CNIError that says what failed.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import socket
@@ -91,7 +92,13 @@ class Link:
     peer: int = 0               # veth: the peer's ifindex (in its own netns)
     alias: str = ""
     txqlen: int = 0
-    data: dict = field(default_factory=dict)   # IFLA_INFO_DATA of `kind`: {"IFLA_VLAN_ID": 10, ...}
+    msg: Any = field(default=None, repr=False, compare=False)   # the kernel's reply
+
+    @functools.cached_property
+    def data(self) -> dict:
+        """IFLA_INFO_DATA of `kind`: {"IFLA_VLAN_ID": 10, ...}, decoded when first asked
+        (a bridge's has some 40 attributes: most of a link lookup's cost)."""
+        return _info_data(self.msg) if self.msg is not None else {}
 
     @property
     def up(self) -> bool:
@@ -118,7 +125,7 @@ def _link(msg: Any) -> Link:
                 master=msg.get_attr("IFLA_MASTER") or 0,
                 operstate=msg.get_attr("IFLA_OPERSTATE") or "",
                 peer=msg.get_attr("IFLA_LINK") or 0, alias=msg.get_attr("IFLA_IFALIAS") or "",
-                txqlen=msg.get_attr("IFLA_TXQLEN") or 0, data=_info_data(msg))
+                txqlen=msg.get_attr("IFLA_TXQLEN") or 0, msg=msg)
 
 
 def _info_data(msg: Any) -> dict:
