@@ -1,20 +1,35 @@
-"""`cni-plugins install`: a symlink per plugin type, pointing at this executable.
+"""`cni-plugins install`: a symlink per plugin type, pointing at the native shim beside this
+executable (build/shim/cni-shim.c: the exec'd file hands the request to the server and runs
+this executable standalone when there is none).
 
 Links are made atomically (a temporary link renamed over the name), so a runtime exec'ing
 /opt/cni/bin/bridge during the swap sees either the old file or the new link. A regular
 file (the Go plugin) or a link to something else is replaced only with --force, and
 --uninstall removes only links that point at us. --cnitool PATH does the same for one more
-link, PATH (e.g. /usr/local/bin/cnitool): the binary runs cnitool when called by that name.
+link, PATH (e.g. /usr/local/bin/cnitool), to this executable, which runs cnitool when called
+by that name.
+
+--service also installs the server's systemd units (socket-activated: the first plugin exec
+starts `cni-plugins serve`) and enables them; where systemd is not PID 1 it says so and
+installs the links only. --root DIR writes and enables the units in an image root instead
+(`systemctl --root`, nothing started). --uninstall --service disables and removes them.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 import click
 
 from . import plugins
 from .__main__ import executable
+from .invoke import shim_of
+from .serve import DEFAULT_SOCKET
+
+UNITS = ("cni-plugins.socket", "cni-plugins.service")
+UNIT_DIR = "/etc/systemd/system"
+MARK = "# Installed by `cni-plugins install --service`"
 
 
 def _points_at_us(path: str, target: str) -> bool:
@@ -81,11 +96,13 @@ def uninstall(directory: str, target: str) -> list[str]:
 
 
 def listing(directory: str, target: str,
-            extra: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, str]]:
-    """(name, state) per plugin type in directory, then per (name, path) of `extra`."""
+            extra: tuple[tuple[str, str, str], ...] = ()) -> list[tuple[str, str]]:
+    """(name, state) per plugin type in directory (linked to `target`), then per
+    (name, path, its target) of `extra`."""
     rows = []
-    for name, path in [*((n, os.path.join(directory, n)) for n in plugins.names()), *extra]:
-        if _points_at_us(path, target):
+    for name, path, to in [*((n, os.path.join(directory, n), target) for n in plugins.names()),
+                           *extra]:
+        if _points_at_us(path, to):
             state = f"-> {os.readlink(path)}"
         elif os.path.islink(path):
             state = f"other link -> {os.readlink(path)}"
@@ -97,8 +114,119 @@ def listing(directory: str, target: str,
     return rows
 
 
-@click.command(help="Install a symlink per CNI plugin type into DIR, pointing at this "
-                    "executable.\n\nExample: cni-plugins install --dir /opt/cni/bin --force")
+def unit_texts(exe: str) -> dict[str, str]:
+    """The server's socket and service units for the executable `exe`."""
+    run_dir = os.path.dirname(DEFAULT_SOCKET)
+    return {
+        "cni-plugins.socket": f"""{MARK}
+# Socket activation for cni-plugins.service: the first plugin exec starts the server.
+# Shims that arrive before it is up are queued by the kernel, not refused.
+[Unit]
+Description=cni-plugins server socket
+
+[Socket]
+ListenStream={DEFAULT_SOCKET}
+SocketMode=0600
+SocketUser=root
+DirectoryMode=0700
+Accept=no
+
+[Install]
+WantedBy=sockets.target
+""",
+        "cni-plugins.service": f"""{MARK}
+# The resident server of cni-plugins: the shims in the plugin directory hand it their requests
+# and run {exe} standalone whenever it is absent, so stopping or restarting it never
+# breaks a pod.
+[Unit]
+Description=cni-plugins server (fast path for the CNI plugins)
+Requires=cni-plugins.socket
+After=cni-plugins.socket
+
+[Service]
+Type=simple
+ExecStart={exe} serve --socket {DEFAULT_SOCKET}
+# SIGTERM: stop accepting, let every worker finish its requests in flight, exit.
+KillMode=mixed
+TimeoutStopSec=120
+Restart=on-failure
+RestartSec=1
+RuntimeDirectory={os.path.basename(run_dir)}
+RuntimeDirectoryMode=0700
+RuntimeDirectoryPreserve=yes
+User=root
+
+[Install]
+WantedBy=multi-user.target
+""",
+    }
+
+
+def systemd_running() -> bool:
+    """sd_booted(): systemd is PID 1 (it makes /run/systemd/system at boot)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def _systemctl(*argv: str) -> None:
+    proc = subprocess.run(["systemctl", *argv], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise click.ClickException(f"systemctl {' '.join(argv)} failed: "
+                                   f"{(proc.stderr or proc.stdout).strip()}")
+
+
+def install_service(exe: str, root: str | None) -> list[str]:
+    """Write both units (refusing to overwrite units not ours) and enable the socket; with
+    `root`, inside that image root and without starting anything. Returns the paths."""
+    unit_dir = os.path.join(root, UNIT_DIR.lstrip("/")) if root else UNIT_DIR
+    foreign = [u for u in UNITS if os.path.exists(p := os.path.join(unit_dir, u))
+               and not _our_unit(p)]
+    if foreign:
+        raise click.ClickException(f"refusing to replace {', '.join(foreign)} in {unit_dir} "
+                                   "(not written by cni-plugins install)")
+    os.makedirs(unit_dir, exist_ok=True)
+    paths = []
+    for name, text in unit_texts(exe).items():
+        path = os.path.join(unit_dir, name)
+        tmp = f"{path}.cni-plugins-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        paths.append(path)
+    if root:
+        _systemctl(f"--root={root}", "enable", "cni-plugins.socket")
+    else:
+        _systemctl("daemon-reload")
+        _systemctl("enable", "--now", "cni-plugins.socket")
+    return paths
+
+
+def uninstall_service(root: str | None) -> list[str]:
+    unit_dir = os.path.join(root, UNIT_DIR.lstrip("/")) if root else UNIT_DIR
+    ours = [p for u in UNITS if _our_unit(p := os.path.join(unit_dir, u))]
+    if not ours:
+        return []
+    if root:
+        _systemctl(f"--root={root}", "disable", *UNITS)
+    else:
+        _systemctl("disable", "--now", *UNITS)
+    for path in ours:
+        os.unlink(path)
+    if not root:
+        _systemctl("daemon-reload")
+    return ours
+
+
+def _our_unit(path: str) -> bool:
+    try:
+        with open(path) as f:
+            return f.readline().rstrip("\n") == MARK
+    except OSError:
+        return False
+
+
+@click.command(help="Install a symlink per CNI plugin type into DIR, pointing at the shim "
+                    "beside this executable.\n\n"
+                    "Example: cni-plugins install --dir /opt/cni/bin --force --service")
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
               help="plugin directory, e.g. /opt/cni/bin")
 @click.option("--force", is_flag=True, help="replace files that are not ours (the Go plugins)")
@@ -107,26 +235,47 @@ def listing(directory: str, target: str,
 @click.option("--cnitool", "cnitool", type=click.Path(dir_okay=False), default=None,
               metavar="PATH", help="also link PATH (e.g. /usr/local/bin/cnitool) to this "
                                    "executable, which runs cnitool when called by that name")
-def cli(directory: str, force: bool, remove: bool, show: bool, cnitool: str | None) -> None:
-    target = executable()
-    extra = (("cnitool", cnitool),) if cnitool else ()
-    if not os.access(target, os.X_OK) or target.endswith(".py"):
-        raise click.ClickException(f"{target} is not an executable to link to; "
+@click.option("--service", is_flag=True,
+              help="also install and enable the server's systemd units (socket-activated)")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="with --service: write and enable the units in this image root instead")
+def cli(directory: str, force: bool, remove: bool, show: bool, cnitool: str | None,
+        service: bool, root: str | None) -> None:
+    exe = executable()
+    target = shim_of(exe)
+    extra = (("cnitool", cnitool, exe),) if cnitool else ()
+    if not os.access(exe, os.X_OK) or exe.endswith(".py"):
+        raise click.ClickException(f"{exe} is not an executable to link to; "
                                    "run install from the cni-plugins script or binary")
+    if not os.access(target, os.X_OK):
+        raise click.ClickException(f"no shim at {target}: build it with build/build.sh "
+                                   "(bundle) or scripts/setup.sh (venv)")
+    if root and not service:
+        raise click.ClickException("--root goes with --service")
+    with_units = service and (root is not None or systemd_running())
+    if service and not with_units:
+        click.echo("systemd is not running as PID 1 here: installing the links only "
+                   "(start `cni-plugins serve` yourself, or use --root for an image)")
     if show:
         for name, state in listing(directory, target, extra):
             click.echo(f"{name:12} {state}")
     elif remove:
         for name in uninstall(directory, target):
             click.echo(f"removed {os.path.join(directory, name)}")
-        if cnitool and _points_at_us(cnitool, target):
+        if cnitool and _points_at_us(cnitool, exe):
             os.unlink(cnitool)
             click.echo(f"removed {cnitool}")
+        if with_units:
+            for path in uninstall_service(root):
+                click.echo(f"removed {path}")
     else:
         if cnitool:                     # checked first: a refusal leaves DIR untouched
-            check_cnitool(cnitool, target, force)
+            check_cnitool(cnitool, exe, force)
         for name in install(directory, target, force):
             click.echo(f"{os.path.join(directory, name)} -> {target}")
         if cnitool:
-            install_cnitool(cnitool, target, force)
-            click.echo(f"{cnitool} -> {target}")
+            install_cnitool(cnitool, exe, force)
+            click.echo(f"{cnitool} -> {exe}")
+        if with_units:
+            for path in install_service(exe, root):
+                click.echo(f"{path} (enabled)")

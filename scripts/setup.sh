@@ -2,21 +2,24 @@
 # Everything a fresh Debian machine needs, as root; safe to run again.
 #   Debian packages: the Go reference plugins (test oracle and benchmark baseline),
 #   iproute2 and nftables (tests look at kernel state with them), python3-venv;
+#   gcc and libc6-dev (the static shim, build/shim);
 #   iputils-ping, curl, netcat-openbsd, conntrack (tests send real traffic);
 #   for tests/guest/run (the kernel-dependent tests in a QEMU guest): qemu-system-x86,
 #   busybox-static, cpio, kmod, xz-utils, and linux-image-amd64 (only booted as the guest's kernel).
 #   golang-go and golang-github-appc-cni-dev (the Go libcni's source): the libcni interop
 #   tests build a small Go libcni driver from them as their oracle (tests/fixtures/go_libcni.py).
+#   systemd (its systemd-socket-activate starts the server as the installed units do);
 #   podman, runc, containerd: the real-runtime tests (tests/e2e/test_podman.py,
 #   test_containerd.py; they also install them themselves when missing).
-#   .venv: the project in editable mode with its test and build extras.
+#   .venv: the project in editable mode with its test and build extras, and .venv/bin/cni-shim
+#   (build/shim: the native exec'd file) beside its cni-plugins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv
+APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv gcc libc6-dev
           iputils-ping curl netcat-openbsd conntrack
           qemu-system-x86 busybox-static cpio kmod xz-utils linux-image-amd64
-          golang-go golang-github-appc-cni-dev podman runc containerd"
+          golang-go golang-github-appc-cni-dev podman runc containerd systemd"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -46,4 +49,9 @@ fi
 # This environment sets PYTHONDONTWRITEBYTECODE: without compiled files every exec'd plugin
 # would compile its modules again (~40 ms). Compile once; python still reads them.
 .venv/bin/python -m compileall -q -j 0 cni_plugins .venv/lib >/dev/null 2>&1 || true
+# The native shim the plugin links point at, beside the venv's cni-plugins (its fallback).
+if [ ! -x .venv/bin/cni-shim ] || [ build/shim/cni-shim.c -nt .venv/bin/cni-shim ] \
+   || [ cni_plugins/__init__.py -nt .venv/bin/cni-shim ]; then
+    build/shim/build.sh .venv/bin/cni-shim >/dev/null
+fi
 echo "setup: ok ($(.venv/bin/python --version), $(ls /usr/lib/cni | wc -l) Go plugins in /usr/lib/cni)"

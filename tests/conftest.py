@@ -4,10 +4,11 @@
     oracle          runs the Go reference plugins from /usr/lib/cni (skipped when absent)
     kernel("vlan")  needs a link type this kernel may lack: skipped here, run in the guest
 
-CNI_PLUGINS_BIN=/path/to/cni-plugins runs the exec'd tests against another build of the
-multi-call executable (the pyinstaller binary) instead of the venv's script.
-CNI_PLUGINS_TEST_SERVE=1 runs every exec'd plugin call through one `cni-plugins serve`
-started for the session (the fast path); otherwise they all run standalone.
+Exec'd plugin calls go through links to the native shim (build/shim), as on a node.
+CNI_PLUGINS_BIN=/path/to/cni-plugins runs them against another build of the multi-call
+executable (the pyinstaller bundle, with its cni-shim beside it) instead of the venv's.
+CNI_PLUGINS_TEST_SERVE=1 points the shims at one `cni-plugins serve` started for the session
+(the fast path); otherwise they find no server and exec the standalone executable.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import pytest
 
 from tests.fixtures.kernel import kernel_has
-from tests.fixtures.run import GO_DIR, Runner, our_executable
+from tests.fixtures.run import GO_DIR, Runner, our_shim
 from tests.fixtures.serve import NO_SERVER, ServerProcess
 
 pytest_plugins = ["tests.fixtures.netns"]
@@ -71,7 +72,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A CNI_PATH directory holding one symlink per plugin type, as `install` makes it."""
     d = tmp_path_factory.mktemp("cni-bin")
-    exe = our_executable()
+    exe = our_shim()
     for name in __import__("cni_plugins.plugins", fromlist=["names"]).names():
         os.symlink(exe, d / name)
     return str(d)

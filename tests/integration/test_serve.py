@@ -409,29 +409,31 @@ def test_sigterm_finishes_the_requests_in_flight(tmp_path, make_node):
     assert r.returncode == 0 and node.reservations("brnet") == set()
 
 
-def test_socket_activation(tmp_path, netns):
-    """Under systemd (build/systemd/cni-plugins.socket) the listening socket is fd 3,
-    announced by LISTEN_FDS/LISTEN_PID: the server serves it and leaves the file alone."""
+def test_the_installed_units_serve_by_socket_activation(tmp_path, netns):
+    """The service unit `install --service` writes, started as systemd starts it on the first
+    connection to the socket unit (systemd-socket-activate plays systemd, which is not PID 1
+    here): the listening socket arrives as fd 3 with LISTEN_FDS/LISTEN_PID, the shim's first
+    call waits in its backlog and is served, and the server leaves the socket file alone."""
+    from cni_plugins.install import unit_texts
+
+    service = unit_texts(our_executable())["cni-plugins.service"]
+    argv = next(line for line in service.splitlines()
+                if line.startswith("ExecStart=")).split("=", 1)[1].split()
+    assert argv[0] == our_executable()
     d = tmp_path / "act"
     d.mkdir(mode=0o700)
     path = str(d / "serve.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    os.chmod(path, 0o600)
-    listener.listen(16)
-    fd = listener.fileno()
-    env = dict(base_env(), LISTEN_FDS="1")
-    proc = subprocess.Popen(
-        ["sh", "-c", 'LISTEN_PID=$$ exec "$0" serve --socket /nonexistent/unused.sock',
-         our_executable()], env=env, pass_fds=(3,), preexec_fn=lambda: os.dup2(fd, 3),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    listener.close()
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", path, "--", *argv],
+                            env=base_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.chmod(path, 0o600)           # the unit's SocketMode (the stand-in makes it 0644)
         r = exec_plugin("loopback", "ADD", LOOPBACK, path, netns=netns.path, ifname="lo")
         assert r.returncode == 0, r.stdout
-        from cni_plugins.serve import ask_status
-
-        assert ask_status(path)["requests"] == 1
+        st = serve.ask_status(path)
+        assert st["requests"] == 1 and st["pid"] == proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         log = proc.communicate(timeout=60)[0].decode()

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from cni_plugins import plugins, version
-from tests.fixtures.run import our_executable
+from tests.fixtures.run import our_executable, our_shim
 
 EXE = our_executable()
-TARGET = os.path.realpath(EXE)
+TARGET = os.path.realpath(EXE)          # what cnitool links to
+SHIM = os.path.realpath(our_shim())     # what the plugin links point at
 NAMES = plugins.names()
 
 
@@ -38,15 +39,15 @@ def entries(d: Path) -> dict[str, str]:
 
 def test_plugin_types_exist() -> None:
     assert {"loopback", "educative"} <= set(NAMES)
-    assert os.access(TARGET, os.X_OK)
+    assert os.access(SHIM, os.X_OK) and os.access(TARGET, os.X_OK)
 
 
 def test_install_links_every_type(tmp_path: Path) -> None:
     d = tmp_path / "opt" / "cni" / "bin"                    # created on demand
     r = cli("install", "--dir", str(d))
     assert r.returncode == 0, r.stderr
-    assert entries(d) == {n: f"link:{TARGET}" for n in NAMES}
-    assert r.stdout.splitlines() == [f"{d / n} -> {TARGET}" for n in NAMES]
+    assert entries(d) == {n: f"link:{SHIM}" for n in NAMES}
+    assert r.stdout.splitlines() == [f"{d / n} -> {SHIM}" for n in NAMES]
 
 
 def test_install_is_idempotent(tmp_path: Path) -> None:
@@ -54,18 +55,18 @@ def test_install_is_idempotent(tmp_path: Path) -> None:
     first = entries(tmp_path)
     r = cli("install", "--dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert entries(tmp_path) == first == {n: f"link:{TARGET}" for n in NAMES}
+    assert entries(tmp_path) == first == {n: f"link:{SHIM}" for n in NAMES}
 
 
 def test_install_accepts_an_indirect_link_to_us(tmp_path: Path) -> None:
     """A link whose real path is us (e.g. via another link) counts as ours."""
     hop = tmp_path / "hop"
-    hop.symlink_to(TARGET)
+    hop.symlink_to(SHIM)
     d = tmp_path / "bin"
     d.mkdir()
     (d / "loopback").symlink_to(hop)
     assert cli("install", "--dir", str(d)).returncode == 0
-    assert os.readlink(d / "loopback") == TARGET
+    assert os.readlink(d / "loopback") == SHIM
 
 
 @pytest.mark.parametrize("kind", ["file", "foreign-link"])
@@ -88,7 +89,7 @@ def test_install_force_replaces(tmp_path: Path) -> None:
     (tmp_path / "unrelated").write_text("keep me")
     r = cli("install", "--dir", str(tmp_path), "--force")
     assert r.returncode == 0, r.stderr
-    assert entries(tmp_path) == {**{n: f"link:{TARGET}" for n in NAMES},
+    assert entries(tmp_path) == {**{n: f"link:{SHIM}" for n in NAMES},
                                  "unrelated": "file:keep me"}
 
 
@@ -98,13 +99,13 @@ def test_uninstall_removes_only_our_links(tmp_path: Path) -> None:
     (tmp_path / "loopback").write_text("go plugin")
     (tmp_path / "educative").unlink()
     (tmp_path / "educative").symlink_to("/bin/true")
-    (tmp_path / "unrelated").symlink_to(TARGET)             # ours, but not a plugin name
+    (tmp_path / "unrelated").symlink_to(SHIM)             # ours, but not a plugin name
     r = cli("install", "--dir", str(tmp_path), "--uninstall")
     assert r.returncode == 0, r.stderr
     ours = [n for n in NAMES if n not in ("loopback", "educative")]
     assert r.stdout.splitlines() == [f"removed {tmp_path / n}" for n in ours]
     assert entries(tmp_path) == {"loopback": "file:go plugin", "educative": "link:/bin/true",
-                                 "unrelated": f"link:{TARGET}"}
+                                 "unrelated": f"link:{SHIM}"}
 
 
 def test_uninstall_of_an_empty_dir(tmp_path: Path) -> None:
@@ -130,7 +131,7 @@ def test_list(tmp_path: Path) -> None:
     if ours:
         assert rows[ours[0]] == "not installed"
         for n in ours[1:]:
-            assert rows[n] == f"-> {TARGET}"
+            assert rows[n] == f"-> {SHIM}"
     assert entries(tmp_path)["loopback"] == "file:go plugin"   # --list changes nothing
 
 
@@ -190,6 +191,57 @@ def test_uninstall_keeps_a_foreign_cnitool(tmp_path: Path) -> None:
     assert (tmp_path / "cnitool").read_text() == "go cnitool"
 
 
+# --- the server's systemd units -------------------------------------------------------------
+
+def units(root: Path) -> Path:
+    return root / "etc" / "systemd" / "system"
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"),
+                    reason="systemd is PID 1 here: --service would enable units on this machine")
+def test_service_without_systemd_installs_the_links_only(tmp_path: Path) -> None:
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--service")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("systemd is not running as PID 1 here")
+    assert entries(tmp_path / "bin") == {n: f"link:{SHIM}" for n in NAMES}
+    assert not any("(enabled)" in line for line in r.stdout.splitlines())
+
+
+def test_service_in_an_image_root(tmp_path: Path) -> None:
+    """--root: the units are written and enabled (systemctl --root, which needs no running
+    systemd), pointing at this executable; --uninstall takes them away again."""
+    root = tmp_path / "image"
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--service", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    d = units(root)
+    assert r.stdout.splitlines()[-2:] == [f"{d / 'cni-plugins.socket'} (enabled)",
+                                          f"{d / 'cni-plugins.service'} (enabled)"]
+    service = (d / "cni-plugins.service").read_text()
+    assert f"ExecStart={TARGET} serve --socket /run/cni-plugins/serve.sock" in service
+    socket_unit = (d / "cni-plugins.socket").read_text()
+    assert "ListenStream=/run/cni-plugins/serve.sock" in socket_unit
+    assert "SocketMode=0600" in socket_unit and "DirectoryMode=0700" in socket_unit
+    wants = d / "sockets.target.wants" / "cni-plugins.socket"
+    assert wants.is_symlink() and os.readlink(wants).endswith("cni-plugins.socket")
+    again = cli("install", "--dir", str(tmp_path / "bin"), "--service", "--root", str(root))
+    assert again.returncode == 0, again.stderr              # idempotent
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--uninstall", "--service",
+            "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert not (d / "cni-plugins.socket").exists() and not (d / "cni-plugins.service").exists()
+    assert not wants.is_symlink() and entries(tmp_path / "bin") == {}
+
+
+def test_service_refuses_units_not_ours(tmp_path: Path) -> None:
+    d = units(tmp_path)
+    d.mkdir(parents=True)
+    (d / "cni-plugins.service").write_text("[Service]\nExecStart=/bin/true\n")
+    r = cli("install", "--dir", str(tmp_path / "bin"), "--service", "--root", str(tmp_path))
+    assert r.returncode != 0 and "refusing to replace cni-plugins.service" in r.stderr
+    assert (d / "cni-plugins.service").read_text() == "[Service]\nExecStart=/bin/true\n"
+    assert cli("install", "--dir", str(tmp_path / "bin"), "--root", str(tmp_path)).returncode == 1
+
+
 def test_install_needs_dir() -> None:
     r = cli("install")
     assert r.returncode == 2
@@ -243,7 +295,7 @@ def test_dispatch_by_link_name(tmp_path: Path) -> None:
 
 def test_link_name_wins_over_arguments(tmp_path: Path) -> None:
     """/opt/cni/bin/loopback ignores argv: a runtime never passes any."""
-    (tmp_path / "loopback").symlink_to(TARGET)
+    (tmp_path / "loopback").symlink_to(SHIM)
     r = cli("install", "--dir", str(tmp_path / "x"), env={"CNI_COMMAND": "VERSION"},
             exe=str(tmp_path / "loopback"))
     assert r.returncode == 0
