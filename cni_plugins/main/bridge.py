@@ -186,7 +186,7 @@ def ensure_vlan_gateway(host: Netlink, host_ns: NetNS, br: Link, conf: Conf) -> 
     gw = host.link(name)
     if gw is None:
         try:
-            peer = link.create_veth(host, name, host_ns, mtu=br.mtu)
+            peer, _ = link.create_veth(host, name, host_ns, mtu=br.mtu)
         except CNIError:
             gw = host.link(name)        # a concurrent ADD made it
             if gw is None:
@@ -238,24 +238,23 @@ def cmd_add(args: CmdArgs) -> Result:
         checkpoint("bridge")
 
         with ctr_ns.enter():
-            host_name = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
+            host_name, cv = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
             undo.callback(ctr.link_del_by_name, args.ifname)
-            cv = ctr.link(args.ifname)
-            assert cv is not None
             if not l3 and not conf.disable_container_interface:
                 with kernel_errors(f"set {args.ifname!r} up"):
                     ctr.link_set(cv.index, up=True)
         checkpoint("veth")
 
-        hv = host.link(host_name)
-        if hv is None:
-            raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
         sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
         with kernel_errors(f"connect {host_name!r} to bridge {conf.bridge!r}"):
-            host.link_set(hv.index, master=br.index, up=True)
-            host.link_set(hv.index, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
-                                          ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
-        setup_port_vlans(host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
+            host.link_set(host_name, master=br.index, up=True)
+            host.link_set(host_name, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
+                                           ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
+        if conf.vlan or trunk:
+            hv = host.link(host_name)
+            if hv is None:
+                raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
+            setup_port_vlans(host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
         if conf.macspoofchk:
             from ..net.firewall import spoofcheck
 
@@ -265,7 +264,7 @@ def cmd_add(args: CmdArgs) -> Result:
 
         result = Result(interfaces=[
             Interface(name=conf.bridge, mac=br.mac),
-            Interface(name=host_name, mac=hv.mac),
+            Interface(name=host_name),                  # its MAC once it is up, below
             Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)])
 
         if l3:
@@ -279,7 +278,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 if conf.enabledad:
                     sysctl.try_set(f"net/ipv6/conf/{args.ifname}/enhanced_dad", "1")
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
-                configure_iface(ctr, args.ifname, result, dad=conf.enabledad)
+                configure_iface(ctr, args.ifname, result, dad=conf.enabledad, index=cv.index)
             checkpoint("address")
 
             gw_dev = br

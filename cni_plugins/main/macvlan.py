@@ -82,8 +82,7 @@ def cmd_add(args: CmdArgs) -> Result:
             assert mv is not None
             with kernel_errors(f"rename macvlan to {args.ifname!r}"):
                 ctr.link_set(mv.index, name=args.ifname)
-            mv = ctr.link(args.ifname)
-            assert mv is not None
+            mv.name = args.ifname           # a rename keeps the index and the MAC
         result = Result(interfaces=[Interface(name=args.ifname, mac=mv.mac, sandbox=args.netns)])
 
         if conf.ipam.type:
@@ -95,7 +94,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
                 sysctl.try_set(f"net/ipv6/conf/{args.ifname}/ndisc_notify", "1")
                 sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
-                configure_iface(ctr, args.ifname, result)
+                configure_iface(ctr, args.ifname, result, index=mv.index)
             checkpoint("address")
         else:
             with kernel_errors(f"set {args.ifname!r} up"):

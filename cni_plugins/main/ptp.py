@@ -17,7 +17,7 @@ from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
 from ..net.iface import check_addresses, check_routes, configure_iface
-from ..net.netlink import RT_SCOPE_HOST, Netlink
+from ..net.netlink import RT_SCOPE_HOST, Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -54,10 +54,7 @@ def setup_container_routes(ctr: Netlink, index: int, result: Result) -> None:
             ctr.route_add(subnet, gw=ip.gateway, oif=index, src=str(iface.ip))
 
 
-def setup_host_veth(host: Netlink, name: str, result: Result) -> None:
-    hv = host.link(name)
-    if hv is None:
-        raise CNIError(Code.INTERNAL, f"failed to lookup host veth {name!r}")
+def setup_host_veth(host: Netlink, hv: Link, result: Result) -> None:
     for ip in result.ips:
         bits = 32 if ip.family == 4 else 128
         with kernel_errors(f"add IP addr {ip.gateway}/{bits} to veth"):
@@ -87,30 +84,26 @@ def cmd_add(args: CmdArgs) -> Result:
         host = undo.enter_context(Netlink())
         with ctr_ns.enter():
             ctr = undo.enter_context(Netlink())
-            if ctr.link(args.ifname) is not None:
-                raise CNIError(Code.INTERNAL,
-                               f"container veth name provided ({args.ifname}) already exists")
-            host_name = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu)
+            host_name, cv = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu)
             undo.callback(ctr.link_del_by_name, args.ifname)
             checkpoint("veth")
-            cv = ctr.link(args.ifname)
-            assert cv is not None
             for ip in result.ips:
                 ip.interface = 1
             result.interfaces = [Interface(name=host_name),
                                  Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)]
             sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
-            configure_iface(ctr, args.ifname, result)
+            configure_iface(ctr, args.ifname, result, index=cv.index)
             setup_container_routes(ctr, cv.index, result)
             checkpoint("address")
 
         hv = host.link(host_name)
-        assert hv is not None
+        if hv is None:
+            raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
         with kernel_errors(f"set {host_name!r} up"):
             host.link_set(hv.index, up=True)
         sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
-        setup_host_veth(host, host_name, result)
-        result.interfaces[0].mac = (host.link(host_name) or hv).mac
+        setup_host_veth(host, hv, result)
+        result.interfaces[0].mac = hv.mac
         checkpoint("host")
 
         if conf.ip_masq:

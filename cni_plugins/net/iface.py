@@ -13,11 +13,15 @@ from . import sysctl
 from .netlink import Netlink
 
 
-def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = False) -> None:
-    """`dad`: let IPv6 addresses go through duplicate address detection (1-2 s tentative)."""
-    link = nl.link(ifname)
-    if link is None:
-        raise CNIError(Code.INTERNAL, f"failed to lookup {ifname!r}: no such link")
+def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = False,
+                    index: int = 0) -> None:
+    """`dad`: let IPv6 addresses go through duplicate address detection (1-2 s tentative).
+    `index`: the link's, when the caller has it (spares a lookup)."""
+    if not index:
+        link = nl.link(ifname)
+        if link is None:
+            raise CNIError(Code.INTERNAL, f"failed to lookup {ifname!r}: no such link")
+        index = link.index
     gws: dict[int, str] = {}
     ipv6_enabled = False
     for ip in result.ips:
@@ -35,15 +39,15 @@ def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = Fal
                         sysctl.set(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
             ipv6_enabled = True
         with kernel_errors(f"add IP addr {ip.address} to {ifname!r}"):
-            nl.addr_add(link.index, ip.address, nodad=ip.family == 6 and not dad)
+            nl.addr_add(index, ip.address, nodad=ip.family == 6 and not dad)
         if ip.gateway:
             gws.setdefault(ip.family, ip.gateway)
     with kernel_errors(f"set {ifname!r} up"):
-        nl.link_set(link.index, up=True)
+        nl.link_set(index, up=True)
     for r in result.routes:
         gw = r.gw or gws.get(r.family, "")
         with kernel_errors(f"add route '{r.dst} via {gw or '-'} dev {ifname}'"):
-            nl.route_add(r.dst, gw=gw, oif=link.index, mtu=r.mtu, advmss=r.advmss,
+            nl.route_add(r.dst, gw=gw, oif=index, mtu=r.mtu, advmss=r.advmss,
                          priority=r.priority, table=r.table or 254,
                          scope=r.scope)
 

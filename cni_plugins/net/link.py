@@ -17,16 +17,19 @@ def random_veth_name() -> str:
 
 
 def create_veth(ctr: Netlink, ifname: str, host_ns: NetNS, *, mtu: int = 0,
-                mac: str = "") -> str:
+                mac: str = "") -> tuple[str, Link]:
     """Create `ifname` in the container (socket `ctr`) with its peer born in `host_ns`
-    under a fresh random name; returns the host end's name. The container name clashing
-    is an error; a clashing random name is retried."""
+    under a fresh random name; returns the host end's name and the container end. The
+    container name clashing is an error; a clashing random name is retried."""
     for _ in range(10):
         host_name = random_veth_name()
         try:
-            ctr.link_add(ifname, "veth", mtu=mtu, mac=mac,
-                         peer={"name": host_name, "ns_fd": host_ns.fd, "mtu": mtu})
-            return host_name
+            made = ctr.link_add(ifname, "veth", mtu=mtu, mac=mac,
+                                peer={"name": host_name, "ns_fd": host_ns.fd, "mtu": mtu})
+            made = made or ctr.link(ifname)
+            if made is None:
+                raise CNIError(Code.INTERNAL, f"veth {ifname!r} vanished after creation")
+            return host_name, made
         except OSError as e:
             if e.errno != errno.EEXIST:
                 with kernel_errors(f"create veth {ifname!r}"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x2, 0x4, 0x8
 NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
@@ -300,9 +300,11 @@ class Netlink:
 
     def link_add(self, name: str, kind: str, *, mtu: int = 0, mac: str = "",
                  parent: int = 0, ns_fd: int = -1, data: list | None = None,
-                 peer: dict[str, Any] | None = None) -> None:
+                 peer: dict[str, Any] | None = None) -> Link | None:
         """RTM_NEWLINK with CREATE|EXCL. `data` are IFLA_INFO_DATA attrs of `kind`;
-        `peer` (veth) takes name, ns_fd, mtu, mac for the other end."""
+        `peer` (veth) takes name, ns_fd, mtu, mac for the other end. Returns the new link
+        as the kernel echoes it (NLM_F_ECHO, Linux 6.1+; spares a lookup), or None: an
+        older kernel, or a link made in another netns (`ns_fd`)."""
         attrs: list = [("IFLA_IFNAME", name)]
         attrs += _common(mtu=mtu, mac=mac, ns_fd=ns_fd)
         if parent:
@@ -315,18 +317,29 @@ class Netlink:
         if data:
             info.append(("IFLA_INFO_DATA", {"attrs": data}))
         attrs.append(("IFLA_LINKINFO", {"attrs": info}))
-        self.request(self._new(RTM_NEWLINK, attrs=attrs), RTM_NEWLINK,
-                     NLM_F_CREATE | NLM_F_EXCL)
+        # no echo for a link born elsewhere: the kernel would send it to the socket with
+        # our port id in that netns, which may be another of ours expecting its own replies
+        echo = self.request(self._new(RTM_NEWLINK, attrs=attrs), RTM_NEWLINK,
+                            NLM_F_CREATE | NLM_F_EXCL | (NLM_F_ECHO if ns_fd < 0 else 0))
+        made = [_link(m) for m in echo if m["header"]["type"] == RTM_NEWLINK]
+        return next((m for m in made if m.name == name), None)
 
-    def link_set(self, index: int, *, up: bool | None = None, master: int | None = None,
+    def link_set(self, link: int | str, *, up: bool | None = None, master: int | None = None,
                  mtu: int = 0, mac: str = "", name: str = "", ns_fd: int = -1,
                  kind: str = "", data: list | None = None, port: list | None = None,
                  promisc: bool | None = None, allmulti: bool | None = None,
                  txqlen: int | None = None, alias: str | None = None) -> None:
-        """Change a link. master=0 releases it from its master; `kind`+`data` change
-        kind-specific attributes (bridge vlan_filtering); `port` sets bridge-port attributes
-        (IFLA_BRPORT_* pairs: hairpin, isolation) through IFLA_INFO_SLAVE_DATA."""
+        """Change the link `link` (its index, or its name: the kernel finds it, sparing a
+        lookup). master=0 releases it from its master; `kind`+`data` change kind-specific
+        attributes (bridge vlan_filtering); `port` sets bridge-port attributes
+        (IFLA_BRPORT_* pairs: hairpin, isolation) through IFLA_INFO_SLAVE_DATA; `name`
+        renames it (by index only)."""
         attrs: list = _common(mtu=mtu, mac=mac, ns_fd=ns_fd)
+        index = link if isinstance(link, int) else 0
+        if isinstance(link, str):
+            if name:
+                raise ValueError("a link named in the request cannot be renamed by it")
+            name = link
         if name:
             attrs.append(("IFLA_IFNAME", name))
         if master is not None:

@@ -77,18 +77,16 @@ def create_renamed(maker: Netlink, ctr: Netlink, ctr_ns: NetNS, ifname: str, kin
     `undo` before anything else can fail."""
     tmp = random_veth_name()
     with kernel_errors(f"create {kind}"):
-        maker.link_add(tmp, kind, mtu=mtu, mac=mac, parent=parent, data=data,
-                       ns_fd=-1 if maker is ctr else ctr_ns.fd)
+        made = maker.link_add(tmp, kind, mtu=mtu, mac=mac, parent=parent, data=data,
+                              ns_fd=-1 if maker is ctr else ctr_ns.fd)
     undo.callback(ctr.link_del_by_name, tmp)
     undo.callback(ctr.link_del_by_name, ifname)
-    made = ctr.link(tmp)
+    made = made or ctr.link(tmp)
     if made is None:
         raise CNIError(Code.INTERNAL, f"{kind} {tmp!r} vanished after creation")
     with kernel_errors(f"rename {kind} to {ifname!r}"):
         ctr.link_set(made.index, name=ifname)
-    made = ctr.link(ifname)
-    if made is None:
-        raise CNIError(Code.INTERNAL, f"{kind} {ifname!r} vanished after renaming")
+    made.name = ifname                  # a rename keeps the index and the MAC
     return made
 
 
