@@ -357,6 +357,8 @@ class Worker:
         """Accept until SIGTERM, then let the requests in flight finish."""
         _unlink(self.control_path())        # a crashed worker's with our pid
         control = _bind(self.control_path())
+        for sock in (control, self.listener):
+            sock.settimeout(POLL)           # each accept loop looks at the stop flag
         threading.Thread(target=self._accept, args=(control, self._control), daemon=True).start()
         self._accept(self.listener, self._handle)
         control.close()
@@ -368,7 +370,6 @@ class Worker:
 
     def _accept(self, listener: socket.socket, handler: Any) -> None:
         """A thread per connection; `threads` holds them until they end."""
-        listener.settimeout(POLL)
         while not self.stop.is_set():
             try:
                 conn, _ = listener.accept()

@@ -376,9 +376,15 @@ class Netlink:
         return True
 
     def link_del_by_name(self, name: str) -> bool:
-        """Delete the link called `name`; False when there is none."""
-        found = self.link(name)
-        return found is not None and self.link_del(found.index)
+        """Delete the link called `name` (the kernel finds it: no lookup first); False
+        when there is none."""
+        try:
+            self.request(self._new(RTM_NEWLINK, attrs=[("IFLA_IFNAME", name)]), RTM_DELLINK)
+        except OSError as e:
+            if e.errno in (19, 2):
+                return False
+            raise
+        return True
 
     # -- addresses -------------------------------------------------------------------
 
