@@ -8,6 +8,14 @@ each ctr call runs in a private mount namespace where those are the test's direc
 (and /usr/lib/cni, Go's plugins on Debian, an empty one: every plugin run is ours). The
 image is a docker archive built here from busybox-static and imported with `ctr image
 import`; nothing is pulled. Recipe: /work/shared/podman/README.md.
+
+The plugin directory holds the links `install` makes, each resolving to the bundle's native
+shim (checked). The "served" variant runs the same scenario with the bundle's server
+socket-activated as the units of `install --service` say (systemd-socket-activate on a private
+socket; the first plugin exec starts it), CNI_PLUGINS_SOCKET naming it in ctr's environment
+(go-cni execs the plugins from ctr, with its environment, for the ADD and for --rm's DEL);
+the server must then have counted each plugin's ADD and DEL. The standalone variant names
+the session's socket (none: the shims exec the bundle standalone).
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ from typing import Iterator
 
 import pytest
 
-from tests.fixtures.runtime import (INDEX, Node, best_effort, busybox_rootfs, free_subnet,
-                                    kill_started_from, need_packages, remove_tree)
+from tests.fixtures.runtime import (INDEX, ActivatedServer, Node, best_effort, busybox_rootfs,
+                                    free_subnet, kill_started_from, need_packages, plugin_links,
+                                    remove_tree)
+from tests.fixtures.serve import NO_SERVER
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 
@@ -36,6 +46,7 @@ IMAGE = "docker.io/cnitest/busybox:e2e"
 NAMESPACE = "cnitest"
 RESULTS = "/var/lib/cni/results"            # go-cni's libcni cache
 RUN_DIR = "/run/containerd"                 # the shim's socket dir (fixed in 1.6): s/, fifo/
+PLUGINS = ("bridge", "tuning", "educative")     # the conflist's, in order
 
 
 def docker_archive(rootfs: str, path: str) -> None:
@@ -62,16 +73,18 @@ def docker_archive(rootfs: str, path: str) -> None:
 class Containerd:
     """A private containerd in the node netns, and ctr with the test's CNI dirs."""
 
-    def __init__(self, work: Path, node: Node, frozen_bin: str, net: str) -> None:
-        self.work, self.node, self.net = work, node, net
+    def __init__(self, work: Path, node: Node, frozen_bin: str, net: str,
+                 server: ActivatedServer | None = None) -> None:
+        self.work, self.node, self.net, self.server = work, node, net, server
+        socket = server.socket if server else os.environ.get("CNI_PLUGINS_SOCKET", NO_SERVER)
+        self.env = {**os.environ, "CNI_PLUGINS_SOCKET": socket}     # ctr's: the plugins'
         self.sock = str(work / "c.sock")
         self.subnet = free_subnet()
         self.data_dir = work / "ipam"
         self.log = work / "cni.log"                 # educative: what each plugin call got
         for d in ("opt/cni/bin", "net.d", "empty", "fifo", "runc"):
             (work / d).mkdir(parents=True)
-        subprocess.run([frozen_bin, "install", "--dir", str(work / "opt" / "cni" / "bin")],
-                       check=True, capture_output=True)
+        plugin_links(str(work / "opt" / "cni" / "bin"), frozen_bin)
         (work / "net.d" / "10-ctr.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0", "name": net, "plugins": [
                 {"type": "bridge", "bridge": "cnictr" + uuid.uuid4().hex[:8], "isGateway": True,
@@ -121,7 +134,7 @@ disabled_plugins = [{disabled}]
 
     def ctr(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         r = subprocess.run(self.ctr_argv(*args), capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, env=self.env)
         if check and r.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} exited {r.returncode}:\n{r.stderr}{r.stdout}")
         return r.stdout
@@ -159,7 +172,8 @@ disabled_plugins = [{disabled}]
 
 
 @pytest.fixture
-def ctrd(frozen_bin: str) -> Iterator[Containerd]:
+def ctrd(frozen_bin: str, request: pytest.FixtureRequest) -> Iterator[Containerd]:
+    served = request.param
     need_packages("containerd", "runc", "busybox-static")
     run_dir_existed = os.path.exists(RUN_DIR)
     made_net_d = not os.path.isdir("/etc/cni/net.d")    # ctr's fixed path: a mount point here
@@ -168,13 +182,17 @@ def ctrd(frozen_bin: str) -> Iterator[Containerd]:
     work = Path(tempfile.mkdtemp(prefix="cnitest-ctrd-"))
     node = Node()
     net = "cnitest-ctr-" + uuid.uuid4().hex[:8]
-    c = None
+    c = srv = None
     try:
-        c = Containerd(work, node, frozen_bin, net)
+        if served:
+            srv = ActivatedServer(str(work / "serve"), frozen_bin).start()
+        c = Containerd(work, node, frozen_bin, net, srv)
         yield c
     finally:
         if c is not None:
             best_effort(c.stop)
+        if srv is not None:
+            best_effort(srv.stop)                       # SIGTERM, then SIGKILL after 60 s
         node.delete()
         for f in Path(RESULTS).glob(f"{net}-*") if os.path.isdir(RESULTS) else ():
             f.unlink()
@@ -194,6 +212,8 @@ def ctrd(frozen_bin: str) -> Iterator[Containerd]:
                     pass
 
 
+@pytest.mark.parametrize("ctrd", [False, True], indirect=True,
+                         ids=["standalone", "served"])
 def test_ctr_run_cni(ctrd: Containerd) -> None:
     image = ctrd.work / "busybox.tar"
     docker_archive(busybox_rootfs(str(ctrd.work / "rootfs")), str(image))
@@ -204,7 +224,7 @@ def test_ctr_run_cni(ctrd: Containerd) -> None:
     full_id = f"{NAMESPACE}-{cid}"                          # go-cni's container ID
     fg = subprocess.Popen(ctrd.run_args(cid, "/bin/httpd", "-f", "-p", "80", "-h", "/www"),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=ctrd.env)
     try:
         deadline = time.monotonic() + 60
         while not ctrd.reservations():
@@ -244,3 +264,24 @@ def test_ctr_run_cni(ctrd: Containerd) -> None:
     assert full_id not in ctrd.node.ruleset()
     assert list(Path(RESULTS).glob(f"{ctrd.net}-*")) == []
     assert ctrd.ctr("container", "ls", "-q").split() == []
+    if ctrd.server is not None:
+        check_served(ctrd.server)
+
+
+def check_served(srv: ActivatedServer) -> None:
+    """The ADD and the DEL of each plugin went through the server, which the ADD started
+    (socket activation), and which then stops cleanly."""
+    assert srv.started(), f"no plugin call reached the socket: {srv.read_log()}"
+    st = srv.status()
+    assert st["pid"] == srv.proc.pid, st        # the activated master: ExecStart= exec'd
+    assert f"serving on {srv.socket}" in srv.read_log(), srv.read_log()
+    counts = {(r["plugin"], r["verb"]): r["count"] for r in st["plugins"]}
+    assert st["refused"] == 0, srv.read_log()
+    assert all(r["errors"] == 0 for r in st["plugins"]), srv.read_log()
+    # a call that ran standalone (the variable lost on the way) is missing here
+    for plugin in PLUGINS:
+        assert (counts.get((plugin, "ADD")), counts.get((plugin, "DEL"))) == (1, 1), counts
+    # host-local is delegated in the server's thread (InProcessExec), not a request of its own
+    assert not any(p == "host-local" for p, _ in counts), counts
+    assert srv.stop() == 0, srv.read_log()
+    assert os.path.exists(srv.socket), "an activated server leaves the socket to systemd"

@@ -1,7 +1,8 @@
 """podman 4.3.1 (CNI backend) driving our pyinstaller bundle, end to end.
 
-podman's `cni_plugin_dirs` is a directory of links to the bundle, and nothing else, so every
-plugin podman execs is ours; its conflist is bridge (+ host-local) + portmap + tuning. Two
+podman's `cni_plugin_dirs` is a directory of the links `install` makes, and nothing else: each
+resolves to the bundle's native shim (checked), so every plugin podman execs is ours and goes
+through the shim; its conflist is bridge (+ host-local) + portmap + tuning. Two
 busybox containers per cniVersion (--rootfs, nothing pulled), each checked for: an address
 reserved in our host-local's dataDir, ping both ways and from the node, a published port on
 127.0.0.1, on the node's address and from the other container, `-p 127.0.0.1:P:80` not
@@ -9,14 +10,17 @@ reachable on the node's address, connectivity after `podman network reload` and 
 `podman restart`, and nothing left after `podman rm -f` (veth, netns, reservation, cached
 result, nftables rule).
 
-The "served" variant runs the same scenario (cniVersion 1.0.0) with a `cni-plugins serve`
-started from the same bundle on a private socket, which CNI_PLUGINS_SOCKET names to the
-plugins. podman execs the plugins with its own environment (plus the CNI_* variables), but
-the DEL after a container's process exits is often made by `podman container cleanup`,
-which conmon starts with an environment of its own (PATH, CONTAINERS_CONF, HOME, ...): that
-DEL would run standalone. So the variable is also in containers.conf's `[engine] env`,
-which every podman reading that file applies when its environment lacks the variable. The
-server's counters must then account for every ADD and DEL of the scenario.
+The "served" variant runs the same scenario (cniVersion 1.0.0) with the bundle's server
+socket-activated as the units of `install --service` say (systemd-socket-activate standing in
+for systemd on a private socket, the service's ExecStart= run on the first connection, which
+is the first plugin exec), and CNI_PLUGINS_SOCKET names that socket to the shims. The other
+variants name the session's socket (none: the shims exec the bundle standalone). podman
+execs the plugins with its own environment (plus the CNI_* variables), but the DEL after a
+container's process exits is often made by `podman container cleanup`, which conmon starts
+with an environment of its own (PATH, CONTAINERS_CONF, HOME, ...): that DEL would go to the
+default socket. So the variable is also in containers.conf's `[engine] env`, which every
+podman reading that file applies when its environment lacks the variable. The server's
+counters must then account for every ADD and DEL of the scenario.
 
 podman runs inside a throw-away "node" netns (nsenter --net, same mount namespace) with its
 own containers.conf, storage and runroot under a temp dir, so neither the host's network nor
@@ -36,17 +40,17 @@ from typing import Iterator
 
 import pytest
 
-from cni_plugins import plugins
-from tests.fixtures.runtime import (INDEX, Node, best_effort, busybox_rootfs, free_subnet,
-                                    kill_started_from, need_packages, remove_tree)
-from tests.fixtures.serve import ServerProcess
+from tests.fixtures.runtime import (INDEX, ActivatedServer, Node, best_effort, busybox_rootfs,
+                                    free_subnet, kill_started_from, need_packages, plugin_links,
+                                    remove_tree)
+from tests.fixtures.serve import NO_SERVER
 
 pytestmark = [pytest.mark.root, pytest.mark.runtime]
 
 VERSIONS = ("0.3.1", "0.4.0", "1.0.0")       # podman 4.3's libcni cannot DEL a 1.1.0 cache
 PUBLIC, LOCAL = 18080, 18081                 # -p PUBLIC:80 on c1, -p 127.0.0.1:LOCAL:80 on c2
 RESULTS = "/var/lib/cni/results"             # podman's libcni cache: not configurable
-SERVED = "1.0.0"                             # the version also run through `cni-plugins serve`
+SERVED = "1.0.0"                             # the version also run through the activated server
 VARIANTS = [(v, False) for v in VERSIONS] + [(SERVED, True)]
 
 
@@ -54,10 +58,11 @@ class Podman:
     """podman with a private config, storage and runroot, run in the node's netns."""
 
     def __init__(self, work: Path, node: Node, plugin_dir: str, net: str, v: str,
-                 server: ServerProcess | None = None) -> None:
+                 server: ActivatedServer | None = None) -> None:
         self.work, self.node, self.net, self.server = work, node, net, server
+        self.socket = server.socket if server else os.environ.get("CNI_PLUGINS_SOCKET", NO_SERVER)
         # conmon's `podman container cleanup` gets the socket from here (see the docstring)
-        engine_env = f'env = ["CNI_PLUGINS_SOCKET={server.socket}"]' if server else ""
+        engine_env = f'env = ["CNI_PLUGINS_SOCKET={self.socket}"]'
         self.subnet = ipaddress.ip_network(free_subnet())
         self.gateway = str(self.subnet.network_address + 1)
         self.bridge = "cnipm" + uuid.uuid4().hex[:8]
@@ -91,9 +96,8 @@ volume_path = "{work / 'storage' / 'volumes'}"
 """)
 
     def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> str:
-        env = {**os.environ, "CONTAINERS_CONF": str(self.work / "containers.conf")}
-        if self.server is not None:
-            env["CNI_PLUGINS_SOCKET"] = self.server.socket
+        env = {**os.environ, "CONTAINERS_CONF": str(self.work / "containers.conf"),
+               "CNI_PLUGINS_SOCKET": self.socket}
         r = subprocess.run([*self.node.prefix(), "podman", "--root", str(self.work / "storage"),
                             "--runroot", str(self.work / "runroot"), "--storage-driver", "vfs",
                             *args], env=env, capture_output=True, text=True, timeout=timeout)
@@ -133,11 +137,8 @@ def podman_ready() -> None:
 
 @pytest.fixture(scope="module")
 def bundle_dir(frozen_bin: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A plugin directory holding only links to the pyinstaller bundle (made by install)."""
-    d = tmp_path_factory.mktemp("podman-cni-bin")
-    subprocess.run([frozen_bin, "install", "--dir", str(d)], check=True, capture_output=True)
-    assert sorted(os.listdir(d)) == sorted(plugins.names())
-    return str(d)
+    """A plugin directory holding only the links `install` makes: to the bundle's shim."""
+    return plugin_links(str(tmp_path_factory.mktemp("podman-cni-bin")), frozen_bin)
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def pm(podman_ready: None, bundle_dir: str, frozen_bin: str,
     p = srv = None
     try:
         if served:
-            srv = ServerProcess(str(work / "serve"), frozen_bin).start()
+            srv = ActivatedServer(str(work / "serve"), frozen_bin).start()
         p = Podman(work, node, bundle_dir, net, v, srv)
         yield p
     finally:
@@ -222,9 +223,13 @@ def test_podman_end_to_end(pm: Podman) -> None:
         check_served(pm.server)
 
 
-def check_served(srv: ServerProcess) -> None:
-    """Every plugin call of the scenario went through the server, which then stops cleanly."""
+def check_served(srv: ActivatedServer) -> None:
+    """Every plugin call of the scenario went through the server, which the first of them
+    started (socket activation), and which then stops cleanly."""
+    assert srv.started(), f"no plugin call reached the socket: {srv.read_log()}"
     st = srv.status()
+    assert st["pid"] == srv.proc.pid, st        # the activated master: ExecStart= exec'd
+    assert f"serving on {srv.socket}" in srv.read_log(), srv.read_log()
     counts = {(r["plugin"], r["verb"]): r["count"] for r in st["plugins"]}
     assert st["refused"] == 0, srv.read_log()
     assert all(r["errors"] == 0 for r in st["plugins"]), srv.read_log()
@@ -237,4 +242,4 @@ def check_served(srv: ServerProcess) -> None:
     # so InProcessExec), not a request of its own; its reservations were checked above
     assert not any(p == "host-local" for p, _ in counts), counts
     assert srv.stop() == 0, srv.read_log()
-    assert not os.path.lexists(srv.socket), "a stopped server removes its socket"
+    assert os.path.exists(srv.socket), "an activated server leaves the socket to systemd"
