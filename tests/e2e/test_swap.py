@@ -2,8 +2,9 @@
 
 Every sh block of the README section "Installing in place of the Go plugins" runs in order,
 with /opt/cni/bin, /opt/cni-plugins, /usr/local/bin/cnitool and /tmp/swapcheck moved under
-tmp_path, `build/build.sh` replaced by the session's bundle, and a unique netns name; the
-"node's" plugin directory starts as a copy of Debian's Go plugins (/usr/lib/cni).
+tmp_path, `build/build.sh` replaced by the session's bundle, the systemd units written into a
+scratch image root (`--service --root`), and a unique netns name; the "node's" plugin
+directory starts as a copy of Debian's Go plugins (/usr/lib/cni).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def test_swap_in_and_back(tmp_path: Path, frozen_bin: str) -> None:
     bindir = tmp_path / "opt" / "cni" / "bin"
     suite = tmp_path / "opt" / "cni-plugins"
     tool = tmp_path / "usr" / "local" / "bin" / "cnitool"
+    root = tmp_path / "image"
+    units = root / "etc" / "systemd" / "system"
     bindir.parent.mkdir(parents=True)
     subprocess.run(["cp", "-a", GO_DIR, str(bindir)], check=True)
     go = tree(bindir)
@@ -69,6 +72,7 @@ def test_swap_in_and_back(tmp_path: Path, frozen_bin: str) -> None:
         for real, scratch in (("/opt/cni/bin", bindir), ("/opt/cni-plugins", suite),
                               ("/usr/local/bin/cnitool", tool)):
             block = block.replace(real, str(scratch))
+        block = block.replace(" --service", f" --service --root {root}")
         outside = block.replace(f"{tmp_path}/opt/", "").replace(f"{tmp_path}/usr/", "")
         assert "/opt/" not in outside and "/usr/local" not in outside, block
         return block
@@ -85,15 +89,18 @@ def test_swap_in_and_back(tmp_path: Path, frozen_bin: str) -> None:
     try:
         # 1. swap: our types are links to the copied bundle, Go's other types untouched
         out = sh(blocks[0])
-        target = str(suite / "cni-plugins")
+        target = str(suite / "cni-shim")
         after = tree(bindir)
         for n in plugins.names():
             assert after[n] == f"link:{target}", n
         assert {n: v for n, v in after.items() if n not in plugins.names()} == \
             {n: v for n, v in go.items() if n not in plugins.names()}
         assert tree(tmp_path / "opt" / "cni" / "bin.go-backup") == go
-        assert os.readlink(tool) == target
+        assert os.readlink(tool) == str(suite / "cni-plugins")
         assert f"bridge       -> {target}" in out
+        service = (units / "cni-plugins.service").read_text()
+        assert f"ExecStart={suite / 'cni-plugins'} serve" in service
+        assert (units / "sockets.target.wants" / "cni-plugins.socket").is_symlink()
 
         # 2. verify: ours answers VERSION, cnitool ADD/DEL through the links, nothing left
         out = sh(blocks[1])
@@ -106,6 +113,8 @@ def test_swap_in_and_back(tmp_path: Path, frozen_bin: str) -> None:
         out = sh(blocks[2])
         assert tree(bindir) == go
         assert not os.path.lexists(tool) and not suite.exists()
+        assert not (units / "cni-plugins.service").exists()
+        assert not (units / "sockets.target.wants" / "cni-plugins.socket").is_symlink()
         assert not (tmp_path / "opt" / "cni" / "bin.go-backup").exists()
         [go_versions] = versions(out)
         assert "1.1.0" not in go_versions and "1.0.0" in go_versions
