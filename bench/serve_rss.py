@@ -1,12 +1,12 @@
-"""The server's memory over many requests (issue 8): RSS after N ADD/DEL cycles.
+"""The server's memory over many requests (issues 8, 12): each worker's RSS after N ADD/DEL cycles.
 
     .venv/bin/python bench/serve_rss.py [--bin PATH] [--cycles 10000] [--every 1000]
 
 As root. Starts `BIN serve` on a private socket inside a throw-away "node" netns and sends it
-bridge + host-local ADD then DEL for one pod, N times, speaking the client's protocol directly
-(no exec per request: this measures the server, not process start-up). Prints RSS (from
-/proc/PID/status) at start, after a warm-up of --warmup cycles, every --every cycles, and the
-growth after warm-up. Every reply must be a success; at the end the pod has only lo, the node
+bridge + host-local ADD then DEL for one pod, N times, speaking the shim's protocol directly
+(no exec per request: this measures the server, not process start-up). Prints every worker's
+RSS (from the server's --status) at start, after a warm-up of --warmup cycles, every --every
+cycles, and each worker's growth after warm-up. Every reply must be a success; at the end the pod has only lo, the node
 no veth and the store no reservation. The netns and temp dir are removed on exit.
 """
 
@@ -27,22 +27,23 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from cni_plugins import client  # noqa: E402
+from cni_plugins import serve  # noqa: E402
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def worker_rss(sock_path: str) -> dict[int, int]:
+    """pid -> RSS in KiB, per worker."""
+    return {w["pid"]: w["rss_kib"] for w in serve.ask_status(sock_path)["workers"]}
+
+
+def mib(rss: dict[int, int]) -> str:
+    return ", ".join(f"{pid}: {kib / 1024:.1f}" for pid, kib in sorted(rss.items())) + " MiB"
 
 
 def request(sock_path: str, env: dict[str, str], conf: bytes, node_ns: str, pod_ns: str) -> None:
     fds = [os.open(f"/run/netns/{node_ns}", os.O_RDONLY), os.open("/proc/self/ns/mnt", os.O_RDONLY),
            os.open(f"/run/netns/{pod_ns}", os.O_RDONLY)]
     try:
-        data = client.encode_request("bridge", env, conf, "own,netns")
+        data = serve.encode_request("bridge", env, conf, "own,netns")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with s:
             s.connect(sock_path)
@@ -97,23 +98,31 @@ def main() -> None:
                                     "dataDir": os.path.join(tmp, "ipam")}}).encode()
         base = {"CNI_CONTAINERID": "rss", "CNI_NETNS": f"/run/netns/{pod}", "CNI_IFNAME": "eth0",
                 "CNI_PATH": plugin_dir, "PATH": os.environ.get("PATH", "")}
-        start = rss_kib(proc.pid)
-        print(f"server pid {proc.pid} ({a.bin}): RSS at start {start / 1024:.1f} MiB", flush=True)
-        warm = 0
+        for _ in range(600):
+            try:
+                start = worker_rss(sock_path)
+                break
+            except OSError:
+                time.sleep(0.05)
+        print(f"server pid {proc.pid} ({a.bin}): workers' RSS at start {mib(start)}", flush=True)
+        warm: dict[int, int] = {}
         t0 = time.monotonic()
         for i in range(1, a.cycles + 1):
             request(sock_path, dict(base, CNI_COMMAND="ADD"), conf, node, pod)
             request(sock_path, dict(base, CNI_COMMAND="DEL"), conf, node, pod)
             if i == a.warmup:
-                warm = rss_kib(proc.pid)
-                print(f"after {i:>6} cycles (warm-up): RSS {warm / 1024:.1f} MiB", flush=True)
+                warm = worker_rss(sock_path)
+                print(f"after {i:>6} cycles (warm-up): RSS {mib(warm)}", flush=True)
             elif i % a.every == 0:
-                print(f"after {i:>6} cycles: RSS {rss_kib(proc.pid) / 1024:.1f} MiB "
+                print(f"after {i:>6} cycles: RSS {mib(worker_rss(sock_path))} "
                       f"({(time.monotonic() - t0) / i * 1000:.1f} ms per cycle)", flush=True)
-        end = rss_kib(proc.pid)
-        print(f"RSS growth after warm-up: {(end - warm) / 1024:+.1f} MiB over "
-              f"{a.cycles - a.warmup} cycles (start {start / 1024:.1f}, warm {warm / 1024:.1f}, "
-              f"end {end / 1024:.1f} MiB)")
+        end = worker_rss(sock_path)
+        if set(end) != set(warm):
+            raise SystemExit(f"a worker was replaced during the run: {sorted(warm)} -> {sorted(end)}")
+        for pid in sorted(end):
+            print(f"worker {pid}: RSS growth after warm-up {(end[pid] - warm[pid]) / 1024:+.1f} MiB "
+                  f"over {a.cycles - a.warmup} cycles (start {start.get(pid, 0) / 1024:.1f}, "
+                  f"warm {warm[pid] / 1024:.1f}, end {end[pid] / 1024:.1f} MiB)")
         left = subprocess.run(["ip", "-n", pod, "-o", "link"], capture_output=True, text=True).stdout
         held = [f for f in os.listdir(os.path.join(tmp, "ipam", "rssnet"))
                 if f[0].isdigit()]
