@@ -300,13 +300,17 @@ class Netlink:
 
     def link_add(self, name: str, kind: str, *, mtu: int = 0, mac: str = "",
                  parent: int = 0, ns_fd: int = -1, data: list | None = None,
-                 peer: dict[str, Any] | None = None) -> Link | None:
+                 peer: dict[str, Any] | None = None, up: bool = False,
+                 txqlen: int = 0) -> Link | None:
         """RTM_NEWLINK with CREATE|EXCL. `data` are IFLA_INFO_DATA attrs of `kind`;
-        `peer` (veth) takes name, ns_fd, mtu, mac for the other end. Returns the new link
+        `peer` (veth) takes name, ns_fd, mtu, mac for the other end; `up` and `txqlen`
+        are applied as it is made (`ip link add … txqueuelen N up`). Returns the new link
         as the kernel echoes it (NLM_F_ECHO, Linux 6.1+; spares a lookup), or None: an
         older kernel, or a link made in another netns (`ns_fd`)."""
         attrs: list = [("IFLA_IFNAME", name)]
         attrs += _common(mtu=mtu, mac=mac, ns_fd=ns_fd)
+        if txqlen:
+            attrs.append(("IFLA_TXQLEN", txqlen))
         if parent:
             attrs.append(("IFLA_LINK", parent))
         info: list = [("IFLA_INFO_KIND", kind)]
@@ -319,7 +323,9 @@ class Netlink:
         attrs.append(("IFLA_LINKINFO", {"attrs": info}))
         # no echo for a link born elsewhere: the kernel would send it to the socket with
         # our port id in that netns, which may be another of ours expecting its own replies
-        echo = self.request(self._new(RTM_NEWLINK, attrs=attrs), RTM_NEWLINK,
+        msg = self._new(RTM_NEWLINK, attrs=attrs, flags=IFF_UP if up else 0,
+                        change=IFF_UP if up else 0)
+        echo = self.request(msg, RTM_NEWLINK,
                             NLM_F_CREATE | NLM_F_EXCL | (NLM_F_ECHO if ns_fd < 0 else 0))
         made = [_link(m) for m in echo if m["header"]["type"] == RTM_NEWLINK]
         return next((m for m in made if m.name == name), None)

@@ -92,18 +92,16 @@ def setup_tbf(nl: Netlink, index: int, name: str, tbf: Tbf) -> None:
 
 
 def create_ifb(nl: Netlink, name: str, *, mtu: int, txqlen: int) -> Link:
-    """A new ifb device, up, with the MTU and queue length of the link it serves;
-    EEXIST (as a CNIError) when the name is taken."""
+    """A new ifb device, up, with the MTU and queue length of the link it serves (one
+    request); EEXIST (as a CNIError) when the name is taken."""
     with kernel_errors(f"create ifb device {name!r}"):
-        nl.link_add(name, "ifb", mtu=mtu)
+        ifb = nl.link_add(name, "ifb", mtu=mtu, txqlen=txqlen, up=True)
     try:
-        ifb = nl.link(name)
+        ifb = ifb or nl.link(name)
         if ifb is None:
             with kernel_errors(f"find ifb device {name!r}"):
                 raise FileNotFoundError(19, "No such device")
-        with kernel_errors(f"set {name!r} up"):
-            nl.link_set(ifb.index, up=True, txqlen=txqlen or None)
-        return nl.link(name) or ifb
+        return ifb
     except BaseException:
         try:
             nl.link_del_by_name(name)       # ours: made just above
