@@ -213,8 +213,9 @@ def cmd_check(args: CmdArgs) -> None:
         return
     with NetNS.open(args.netns) as ctr_ns, Netlink() as host:
         veth = host_veth(host, ctr_ns, args.ifname, result)
+        qdiscs = host.qdiscs()
         if bw.ingress is not None:
-            q = tc.root_qdisc(host, veth.index)
+            q = tc.root_qdisc(qdiscs, veth.index)
             if q is None or not bw.ingress.matches(q):
                 raise _mismatch(f"ingress qdisc on {veth.name!r}", bw.ingress, q)
         if bw.egress is not None:
@@ -222,10 +223,10 @@ def cmd_check(args: CmdArgs) -> None:
             ifb = host.link(name)
             if ifb is None:
                 raise CNIError(Code.INTERNAL, f"bandwidth: ifb device {name!r} is missing")
-            q = tc.root_qdisc(host, ifb.index)
+            q = tc.root_qdisc(qdiscs, ifb.index)
             if q is None or not bw.egress.matches(q):
                 raise _mismatch(f"egress qdisc on {name!r}", bw.egress, q)
-            if not tc.redirects_to(host, veth.index, ifb.index):
+            if not tc.redirects_to(host, qdiscs, veth.index, ifb.index):
                 raise CNIError(Code.INTERNAL,
                                f"bandwidth: {veth.name!r} does not redirect its traffic "
                                f"to {name!r}")

@@ -80,8 +80,10 @@ class Tbf:
         return f"rate {self.rate} B/s buffer {self.buffer} ticks limit {self.limit} B"
 
 
-def root_qdisc(nl: Netlink, index: int) -> Qdisc | None:
-    return next((q for q in nl.qdiscs(index) if q.root), None)
+def root_qdisc(qdiscs: list[Qdisc], index: int) -> Qdisc | None:
+    """Link `index`'s root qdisc among `qdiscs` (one dump of the netns: the kernel dumps
+    them all whatever link the request names)."""
+    return next((q for q in qdiscs if q.index == index and q.root), None)
 
 
 def setup_tbf(nl: Netlink, index: int, name: str, tbf: Tbf) -> None:
@@ -128,8 +130,9 @@ def setup_redirect(nl: Netlink, index: int, name: str, ifb_index: int) -> None:
         raise
 
 
-def redirects_to(nl: Netlink, index: int, ifb_index: int) -> bool:
-    """Whether link `index` has an ingress qdisc whose filters redirect to the ifb."""
-    if not any(q.kind == "ingress" for q in nl.qdiscs(index)):
+def redirects_to(nl: Netlink, qdiscs: list[Qdisc], index: int, ifb_index: int) -> bool:
+    """Whether link `index` has an ingress qdisc (among `qdiscs`) whose filters redirect
+    to the ifb."""
+    if not any(q.index == index and q.kind == "ingress" for q in qdiscs):
         return False
     return any(ifb_index in f.redirects for f in nl.filters(index, INGRESS_HANDLE))
