@@ -505,7 +505,10 @@ class Netlink:
         """tbf: `rate` bytes/s, `buffer` psched ticks, `limit` bytes (EEXIST when the
         link already has a qdisc there)."""
         parms = {"rate": min(rate, 0xFFFFFFFF), "buffer": buffer, "limit": limit, "mtu": 0}
-        opts: list = [("TCA_TBF_PARMS", parms), ("TCA_TBF_RTAB", True)]
+        # no TCA_TBF_RTAB: the kernel computes the rate from the parameters and reads a
+        # rate table only for its link-layer hint (as Go's netlink, which sends none);
+        # pyroute2 builds the 256 entries in Python, ~0.4 ms a qdisc
+        opts: list = [("TCA_TBF_PARMS", parms)]
         if rate > 0xFFFFFFFF:
             opts.append(("TCA_TBF_RATE64", rate))
         msg = self._tc(index=index, handle=handle, parent=parent,
