@@ -3,8 +3,10 @@
 # a scratch plugin directory, and run the seed's conflist (bridge + host-local, tuning,
 # the educative debug plugin, portmap) for two pods through cnitool, as a runtime would:
 # their addresses, a ping between them, a published port reached through portmap, CHECK,
-# DEL, and what is left afterwards (nothing). The whole "node" is a throw-away network
-# namespace, so this machine's own interfaces and firewall are never touched.
+# DEL, and what is left afterwards (nothing). Every plugin call goes through the native shim
+# to a `cni-plugins serve` started for the demo (its counters are shown at the end). The whole
+# "node" is a throw-away network namespace, so this machine's own interfaces and firewall are
+# never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,9 +15,10 @@ build/build.sh >/dev/null
 WORK=$(mktemp -d /tmp/cni-demo.XXXXXX)
 TAG=$$
 NODE=cni-demo-node-$TAG POD1=cni-demo-pod1-$TAG POD2=cni-demo-pod2-$TAG
-SERVER=
+SERVER= SERVE=
 cleanup() {
     [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+    [ -n "$SERVE" ] && kill "$SERVE" 2>/dev/null && wait "$SERVE" 2>/dev/null
     for ns in "$POD1" "$POD2" "$NODE"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
@@ -23,8 +26,14 @@ trap cleanup EXIT
 for ns in "$NODE" "$POD1" "$POD2"; do ip netns add "$ns"; done
 ip netns exec "$NODE" ip link set lo up
 
-echo "== install: one symlink per plugin type in $WORK/bin, all to dist/cni-plugins/cni-plugins"
+echo "== install: one symlink per plugin type in $WORK/bin, all to dist/cni-plugins/cni-shim"
 dist/cni-plugins/cni-plugins install --dir "$WORK/bin" | sed 's/^/   /'
+echo "== the fast path: cni-plugins serve on a private socket (pre-forked, two workers per CPU)"
+SOCK=$WORK/serve/serve.sock
+mkdir -m 700 "$WORK/serve"
+dist/cni-plugins/cni-plugins serve --socket "$SOCK" 2>"$WORK/serve/log" &
+SERVE=$!
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 
 mkdir -p "$WORK/net.d"
 cat > "$WORK/net.d/10-seed.conflist" <<JSON
@@ -57,7 +66,7 @@ cat "$WORK/net.d/10-seed.conflist"
 
 cnitool() {   # cnitool inside the node namespace, with our plugins and a private cache
     ip netns exec "$NODE" env NETCONFPATH="$WORK/net.d" CNI_PATH="$WORK/bin" \
-        CNI_CACHE_DIR="$WORK/cache" .venv/bin/cnitool "$@"
+        CNI_CACHE_DIR="$WORK/cache" CNI_PLUGINS_SOCKET="$SOCK" .venv/bin/cnitool "$@"
 }
 
 echo "== cnitool add: pod1 publishes its port 80 as the node's 8080"
@@ -102,5 +111,8 @@ ip netns exec "$NODE" ip -br link
 echo "   reservations: $(ls "$WORK/ipam/dbnet" | tr '\n' ' ')"
 echo "   cache: $(ls "$WORK/cache/results" 2>/dev/null | wc -l) files"
 echo "   per-pod portmap rules: $(ip netns exec "$NODE" nft list table ip cni_hostport 2>/dev/null | grep -c 'comment "cnitool-' || true)"
+echo "== the server: what it ran (cni-plugins serve --status), then SIGTERM"
+dist/cni-plugins/cni-plugins serve --status --socket "$SOCK" | sed 's/^/   /'
+kill "$SERVE" && wait "$SERVE"; SERVE=
 echo "== educative log ($WORK/cni_output.log), first block"
 sed -n '1,/^----------------------$/p' "$WORK/cni_output.log"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls exactly this). As root on a fresh Debian machine.
 #   1. the whole suite on this machine (tests needing vlan/ipvlan/dummy/vrf/bridge VLAN filtering
-#      skip here with the reason), then
-#   2. the plugin integration tests again, every exec'd plugin call served by one
-#      `cni-plugins serve` (CNI_PLUGINS_TEST_SERVE=1: the fast path must give the same results),
+#      skip here with the reason); exec'd plugins go through links to the native shim, which
+#      finds no server and execs the standalone cni-plugins (the fallback), then
+#   2. the plugin integration tests again, every exec'd plugin call served through the shims
+#      by one `cni-plugins serve` (CNI_PLUGINS_TEST_SERVE=1: the same results),
 #   3. those kernel(kind) tests in a throw-away QEMU guest booting Debian's kernel
 #      (tests/guest/run: ~35 s here under software emulation; GUEST_TIMEOUT bounds it).
 # Arguments go to every pytest run (the guest adds its own -m kernel). Fails when one fails.

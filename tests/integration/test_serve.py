@@ -524,7 +524,7 @@ def nothing_left(node, pods) -> None:
 
 def test_workers_share_the_requests(server, netns):
     st = server.status()
-    assert len(st["workers"]) == (os.cpu_count() or 1)
+    assert len(st["workers"]) == 2 * (os.cpu_count() or 1)
     for _ in range(20):
         assert exec_plugin("loopback", "ADD", LOOPBACK, server.socket, netns=netns.path,
                            ifname="lo").returncode == 0
