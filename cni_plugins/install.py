@@ -32,12 +32,15 @@ UNIT_DIR = "/etc/systemd/system"
 MARK = "# Installed by `cni-plugins install --service`"
 
 
-def _points_at_us(path: str, target: str) -> bool:
-    return os.path.islink(path) and os.path.realpath(path) == os.path.realpath(target)
+def _points_at_us(path: str, *targets: str) -> bool:
+    return os.path.islink(path) and os.path.realpath(path) in {
+        os.path.realpath(t) for t in targets if t}
 
 
-def install(directory: str, target: str, force: bool = False) -> list[str]:
-    """Link every plugin type in `directory` to `target`; returns the names linked."""
+def install(directory: str, target: str, force: bool = False, earlier: str = "") -> list[str]:
+    """Link every plugin type in `directory` to `target`; returns the names linked. A link
+    to `earlier` (the executable, which plugin links pointed at before the shim) is ours
+    too: an upgrade replaces it without --force."""
     os.makedirs(directory, exist_ok=True)
     dirs = [n for n in plugins.names() if os.path.isdir(os.path.join(directory, n))
             and not os.path.islink(os.path.join(directory, n))]
@@ -46,7 +49,7 @@ def install(directory: str, target: str, force: bool = False) -> list[str]:
                                    f"in {directory}")
     refused = [n for n in plugins.names()
                if os.path.lexists(p := os.path.join(directory, n))
-               and not _points_at_us(p, target) and not force]
+               and not _points_at_us(p, target, earlier) and not force]
     if refused:
         raise click.ClickException(
             f"refusing to replace {', '.join(refused)} in {directory} (not ours); "
@@ -85,11 +88,11 @@ def install_cnitool(path: str, target: str, force: bool = False) -> None:
     _link(path, target)
 
 
-def uninstall(directory: str, target: str) -> list[str]:
+def uninstall(directory: str, target: str, earlier: str = "") -> list[str]:
     removed = []
     for name in plugins.names():
         path = os.path.join(directory, name)
-        if _points_at_us(path, target):
+        if _points_at_us(path, target, earlier):
             os.unlink(path)
             removed.append(name)
     return removed
@@ -260,7 +263,7 @@ def cli(directory: str, force: bool, remove: bool, show: bool, cnitool: str | No
         for name, state in listing(directory, target, extra):
             click.echo(f"{name:12} {state}")
     elif remove:
-        for name in uninstall(directory, target):
+        for name in uninstall(directory, target, earlier=exe):
             click.echo(f"removed {os.path.join(directory, name)}")
         if cnitool and _points_at_us(cnitool, exe):
             os.unlink(cnitool)
@@ -271,7 +274,7 @@ def cli(directory: str, force: bool, remove: bool, show: bool, cnitool: str | No
     else:
         if cnitool:                     # checked first: a refusal leaves DIR untouched
             check_cnitool(cnitool, exe, force)
-        for name in install(directory, target, force):
+        for name in install(directory, target, force, earlier=exe):
             click.echo(f"{os.path.join(directory, name)} -> {target}")
         if cnitool:
             install_cnitool(cnitool, exe, force)

@@ -69,6 +69,20 @@ def test_install_accepts_an_indirect_link_to_us(tmp_path: Path) -> None:
     assert os.readlink(d / "loopback") == SHIM
 
 
+def test_install_upgrades_links_to_the_executable(tmp_path: Path) -> None:
+    """Links an earlier install made to the executable itself (before the shim) are ours:
+    replaced by links to the shim without --force, and removed by --uninstall."""
+    for name in NAMES:
+        (tmp_path / name).symlink_to(TARGET)
+    r = cli("install", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert entries(tmp_path) == {n: f"link:{SHIM}" for n in NAMES}
+    (tmp_path / "loopback").unlink()
+    (tmp_path / "loopback").symlink_to(TARGET)
+    assert cli("install", "--dir", str(tmp_path), "--uninstall").returncode == 0
+    assert entries(tmp_path) == {}
+
+
 @pytest.mark.parametrize("kind", ["file", "foreign-link"])
 def test_install_refuses_what_is_not_ours(tmp_path: Path, kind: str) -> None:
     victim = tmp_path / "loopback"
