@@ -522,6 +522,30 @@ def nothing_left(node, pods) -> None:
         assert set(links(p)) == {"lo"}
 
 
+def kill_then_del(shim: subprocess.Popen, srv: ServerProcess, node, pod, conf: dict,
+                  cid: str) -> None:
+    """SIGKILL the runtime's shim, then the DEL a runtime sends at once after a failed ADD;
+    wait until the server has finished whatever that ADD left it doing."""
+    shim.kill()
+    shim.wait(30)
+    r = exec_plugin("bridge", "DEL", conf, srv.socket, netns=pod.path, cid=cid,
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout
+    idle(srv)
+
+
+def add_again_and_del(srv: ServerProcess, node, pod, conf: dict, cid: str) -> None:
+    """The same container added again (it succeeds and holds one address), then deleted:
+    nothing left."""
+    r = exec_plugin("bridge", "ADD", conf, srv.socket, netns=pod.path, cid=cid,
+                    host=node.host, path=node.path)
+    assert r.returncode == 0, r.stdout
+    assert node.reservations("brnet") == {ip_of(reply(r))}
+    assert exec_plugin("bridge", "DEL", conf, srv.socket, netns=pod.path, cid=cid,
+                       host=node.host, path=node.path).returncode == 0
+    nothing_left(node, [pod])
+
+
 def test_workers_share_the_requests(server, netns):
     st = server.status()
     assert len(st["workers"]) == 2 * (os.cpu_count() or 1)
@@ -618,22 +642,11 @@ def test_a_killed_shim_mid_add_then_del_leaves_nothing(server, make_node):
     deadline = time.monotonic() + 30
     while "paused at locked" not in server.read_log() and time.monotonic() < deadline:
         time.sleep(0.01)
-    p.kill()
-    p.wait(30)
-    r = exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="gone",
-                    host=node.host, path=node.path)
-    assert r.returncode == 0, r.stdout
-    idle(server)
+    kill_then_del(p, server, node, pod, conf, "gone")
     assert server.status()["undone"] == 1
     assert "bridge ADD gone: the caller is gone; undoing it" in server.read_log()
     nothing_left(node, [pod])
-    r = exec_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="gone",
-                    host=node.host, path=node.path)
-    assert r.returncode == 0, r.stdout
-    assert node.reservations("brnet") == {ip_of(reply(r))}
-    assert exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="gone",
-                       host=node.host, path=node.path).returncode == 0
-    nothing_left(node, [pod])
+    add_again_and_del(server, node, pod, conf, "gone")
 
 
 @pytest.mark.parametrize("delay_ms", [0, 1, 2, 4, 8, 15, 30, 60, 120])
@@ -647,16 +660,6 @@ def test_a_shim_killed_at_any_point_then_del_leaves_nothing(delay_ms, server, ma
     p = spawn_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="k",
                      host=node.host, path=node.path)
     time.sleep(delay_ms / 1000)
-    p.kill()
-    p.wait(30)
-    r = exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="k",
-                    host=node.host, path=node.path)
-    assert r.returncode == 0, r.stdout
-    idle(server)
+    kill_then_del(p, server, node, pod, conf, "k")
     nothing_left(node, [pod])
-    r = exec_plugin("bridge", "ADD", conf, server.socket, netns=pod.path, cid="k",
-                    host=node.host, path=node.path)
-    assert r.returncode == 0, r.stdout
-    assert exec_plugin("bridge", "DEL", conf, server.socket, netns=pod.path, cid="k",
-                       host=node.host, path=node.path).returncode == 0
-    nothing_left(node, [pod])
+    add_again_and_del(server, node, pod, conf, "k")
