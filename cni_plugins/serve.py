@@ -560,7 +560,7 @@ class Server:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             _check_private(directory)
             if os.path.lexists(self.path):
-                if _alive(self.path):
+                if listening(self.path):
                     raise SystemExit(f"cni-plugins serve: a server already listens on {self.path}")
                 os.unlink(self.path)            # stale: its server died without cleaning up
             self.listener = _bind(self.path)
@@ -678,7 +678,8 @@ def _check_private(directory: str) -> None:
                          "by others")
 
 
-def _alive(path: str) -> bool:
+def listening(path: str) -> bool:
+    """Whether a server accepts connections on the socket at `path`."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1.0)
