@@ -67,6 +67,17 @@ class CNIError(Exception):
         raise ValueError("not a CNI error object")
 
 
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, for "expected an integer, got a string"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
 # errno -> code; everything else a kernel says is INTERNAL, with the errno in details.
 _TRANSIENT = {_errno.EAGAIN, _errno.EBUSY, _errno.EINTR, _errno.ENOBUFS, _errno.ENOMEM,
               _errno.ETIMEDOUT}

@@ -1,51 +1,100 @@
-"""Typed network configs (pydantic) and CNI_ARGS.
+"""Typed network configs (pydantic), read the way Go's encoding/json fills a struct.
 
     class Conf(NetConf):
         bridge: str = "cni0"
         is_gateway: bool = Field(False, alias="isGateway")
 
-    conf = load(args, Conf)           # CNIError 7 naming the field, e.g. "ipam.ranges[0].subnet"
+    conf = load(args, Conf)     # CNIError 7 naming the field: "invalid config: ipam.ranges[0][1].subnet: …"
 
-JSON is camelCase, Python snake_case (aliases). Unknown keys are kept (extra="allow"), and
-keys match case-insensitively like Go's encoding/json (an exact match wins), so configs
-written for the Go plugins ("IsGateway", "MTU") load unchanged.
+The decoder's rules, once for every plugin:
+- keys match case-insensitively, an exact match first ("IsGateway", "MTU" load unchanged);
+- unknown keys are kept (extra="allow"), in their own case;
+- JSON null is the zero value: a null key is as if absent (its default applies);
+- values are not coerced (strict): a string where an integer is expected is refused, and
+  every type error says so in one wording: "expected an integer, got a string".
+
+A validator raises `Invalid(msg, field=…)` (a ValueError): code 7, or `code=2` for a value
+we understand but do not implement; `field` names a key under the validated value, so a
+model-level check can still point at "ipam.ranges[0][0].rangeEnd".
+JSON is camelCase, Python snake_case (aliases). Every model is built once, at import.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+import os
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import CNIError, Code
+from .errors import CNIError, Code, json_kind
 from .skel import CmdArgs, parse_cni_args  # noqa: F401  (re-exported)
 from .types import DNS as ResultDNS
 
 M = TypeVar("M", bound="Model")
 
 
+class Invalid(ValueError):
+    """A validator's refusal: the message, the key it concerns under the value being
+    validated (optional), and the CNI code (7, or 2 for an unsupported value)."""
+
+    def __init__(self, msg: str, field: str = "", code: int = Code.INVALID_NETWORK_CONFIG,
+                 details: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.field = field
+        self.code = int(code)
+        self.details = details
+
+
+# class -> ({lowercased key: the key as declared}, the declared keys); set at class creation
+_KEYS: dict[type, tuple[dict[str, str], frozenset[str]]] = {}
+
+
 class Model(BaseModel):
-    """Base of every config model: aliases, unknown keys kept, Go's key matching."""
+    """Base of every config model: aliases, unknown keys kept, Go's key matching and null."""
 
     model_config = ConfigDict(populate_by_name=True, extra="allow", strict=True)
 
-    @model_validator(mode="before")
     @classmethod
-    def _fold_keys(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
         names: dict[str, str] = {}
         for name, f in cls.model_fields.items():
             key = f.alias or name
             names.setdefault(key.lower(), key)
+            names.setdefault(name.lower(), name)
+        _KEYS[cls] = names, frozenset(names.values())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _go_decoding(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        known = _KEYS.get(cls)
+        if known is None:
+            return data
+        names, declared = known
         out: dict[str, Any] = {}
         for key, value in data.items():
             canonical = names.get(key.lower(), key) if isinstance(key, str) else key
             if canonical != key and canonical in data:
                 canonical = key         # an exact match elsewhere wins
+            if value is None and canonical in declared:
+                continue                   # null: the field keeps its default, as in Go
             out.setdefault(canonical, value)
         return out
+
+
+def _absolute(value: str) -> str:
+    if value and not os.path.isabs(value):
+        raise Invalid(f"{value!r} is not an absolute path")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_absolute)]
+"""A path key: empty (the default) or absolute. A relative one would be resolved against
+the cwd of whoever runs the plugin, so it is refused (code 7 naming the key)."""
 
 
 class DNS(Model):
@@ -57,6 +106,18 @@ class DNS(Model):
     def to_result(self) -> ResultDNS:
         return ResultDNS(nameservers=list(self.nameservers), domain=self.domain,
                          search=list(self.search), options=list(self.options))
+
+
+class Route(Model):
+    """An IPAM route (ipam.routes[i]); addresses are checked by the IPAM plugin."""
+
+    dst: str = ""
+    gw: str = ""
+    mtu: int = 0
+    advmss: int = 0
+    priority: int = 0
+    table: int | None = None
+    scope: int | None = None
 
 
 class IPAM(Model):
@@ -75,18 +136,65 @@ class NetConf(Model):
     prev_result: dict[str, Any] | None = Field(None, alias="prevResult")
 
 
-def _location(loc: tuple[Any, ...]) -> str:
+# -- errors ------------------------------------------------------------------------------
+
+_EXPECTED = {"int_type": "an integer", "int_from_float": "an integer",
+             "int_parsing": "an integer", "string_type": "a string", "bool_type": "a boolean",
+             "list_type": "a list", "tuple_type": "a list", "dict_type": "an object",
+             "model_type": "an object", "model_attributes_type": "an object",
+             "float_type": "a number", "is_instance_of": "an object"}
+
+
+def location(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('ipam', 'ranges', 0, 1, 'subnet') -> 'ipam.ranges[0][1].subnet'."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif part:
             out += ("." if out else "") + str(part)
     return out
 
 
-def load(args: CmdArgs | bytes | dict, model: type[M]) -> M:
-    """Validate a config into `model`; CNIError 7 (or 6) naming the field otherwise."""
+def problems(e: ValidationError, prefix: str = "") -> list[tuple[str, str, int, str]]:
+    """Each error of `e` as (field path, message, code, details), in one wording."""
+    out = []
+    for err in e.errors(include_url=False):
+        where = location((prefix, *err["loc"]) if prefix else err["loc"])
+        kind, ctx, code, details = err["type"], err.get("ctx") or {}, 7, ""
+        cause = ctx.get("error")
+        if isinstance(cause, Invalid):
+            where = ".".join(p for p in (where, cause.field) if p)
+            msg, code, details = cause.msg, cause.code, cause.details
+        elif kind in _EXPECTED:
+            msg = f"expected {_EXPECTED[kind]}, got {json_kind(err['input'])}"
+        elif kind == "missing":
+            msg = "required"
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            bound = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
+                     "greater_than": ("gt", "more than"), "less_than": ("lt", "less than")}[kind]
+            msg = f"must be {bound[1]} {ctx[bound[0]]}, got {err['input']!r}"
+        elif kind == "value_error":
+            msg = str(cause) if cause is not None else err["msg"]
+        else:
+            msg = err["msg"]
+        out.append((where or "config", msg, code, details))
+    return out
+
+
+def raise_invalid(e: ValidationError, prefix: str = "") -> None:
+    """The first problem as a CNIError, the others counted in msg and listed in details."""
+    found = problems(e, prefix)
+    where, msg, code, details = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    listed = "; ".join(f"{w}: {m}" for w, m, _, _ in found)
+    raise CNIError(code, f"invalid config: {where}: {msg}{more}",
+                   details or listed) from e
+
+
+def load(args: CmdArgs | bytes | str | dict, model: type[M], prefix: str = "") -> M:
+    """Validate a config into `model`; CNIError 7 (2, or 6 for bad JSON) naming the
+    field otherwise. `prefix` places a part of a config in the whole ("args.cni")."""
     if isinstance(args, CmdArgs):
         data: Any = args.conf           # skel decoded and checked stdin already
     elif isinstance(args, (bytes, str)):
@@ -99,10 +207,5 @@ def load(args: CmdArgs | bytes | dict, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = _location(tuple(first["loc"])) or "config"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: {where}: {first['msg']}{more}",
-                       "; ".join(f"{_location(tuple(x['loc']))}: {x['msg']}" for x in e.errors())
-                       ) from e
+        raise_invalid(e, prefix)
+        raise                                    # unreachable

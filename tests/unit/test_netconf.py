@@ -10,7 +10,7 @@ import pytest
 from pydantic import Field, field_validator, model_validator
 
 from cni_plugins.errors import CNIError, Code
-from cni_plugins.netconf import DNS, IPAM, Model, NetConf, load, parse_cni_args
+from cni_plugins.netconf import DNS, IPAM, AbsPath, Invalid, Model, NetConf, load, parse_cni_args
 from cni_plugins.skel import CmdArgs
 from cni_plugins.types import DNS as ResultDNS
 
@@ -178,7 +178,7 @@ def test_model_level_error_says_config() -> None:
     with pytest.raises(CNIError) as e:
         load(good(bridge="forbidden"), BridgeConf)
     assert e.value.code == 7
-    assert e.value.msg == "invalid config: config: Value error, bridge name is reserved"
+    assert e.value.msg == "invalid config: config: bridge name is reserved"
 
 
 @pytest.mark.parametrize("data", [[], [BASE], 5, None])
@@ -230,6 +230,78 @@ def test_fold_keys_leaves_non_dicts_to_pydantic() -> None:
     assert Outer.model_validate({"INNER": {"VALUE": 3}}).inner.value == 3
     with pytest.raises(Exception):
         Outer.model_validate({"inner": [1]})
+
+
+# --- Go's decoder: null, one wording, validators' fields and codes ------------------------
+
+
+def test_null_is_the_zero_value() -> None:
+    c = load({**BASE, "mtu": None, "ipam": None, "dns": None, "IsGateway": None,
+              "unknown": None}, BridgeConf)
+    assert (c.mtu, c.is_gateway, c.ipam.type, c.dns) == (1500, False, "", DNS())
+    assert c.model_extra == {"unknown": None}         # unknown keys kept as they are
+
+
+@pytest.mark.parametrize(("value", "msg"), [
+    ("lots", "expected an integer, got a string"), (1.5, "expected an integer, got a number"),
+    (True, "expected an integer, got a boolean"), ([1], "expected an integer, got a list"),
+    ({}, "expected an integer, got an object"), (10, "must be at least 68, got 10"),
+])
+def test_one_wording_for_type_errors(value: Any, msg: str) -> None:
+    with pytest.raises(CNIError) as e:
+        load(good(mtu=value), BridgeConf)
+    assert e.value.msg == f"invalid config: mtu: {msg}"
+
+
+def test_wrong_kind_of_object_and_list() -> None:
+    with pytest.raises(CNIError) as e:
+        load(good(ipam="host-local"), BridgeConf)
+    assert e.value.msg == "invalid config: ipam: expected an object, got a string"
+    with pytest.raises(CNIError) as e:
+        load(good(dns={"search": "x"}), BridgeConf)
+    assert e.value.msg == "invalid config: dns.search: expected a list, got a string"
+
+
+class Checked(Model):
+    low: int = 0
+    high: int = 0
+    path: AbsPath = ""
+
+    @model_validator(mode="after")
+    def _order(self) -> "Checked":
+        if self.low > self.high:
+            raise Invalid(f"{self.high} is below low {self.low}", field="high")
+        if self.low < 0:
+            raise Invalid("negative ranges are not implemented", field="low", code=2)
+        return self
+
+
+class Outer(NetConf):
+    items: list[Checked] = Field(default_factory=list)
+
+
+def test_invalid_names_a_field_under_the_model_and_carries_its_code() -> None:
+    with pytest.raises(CNIError) as e:
+        load({**BASE, "items": [{}, {"LOW": 3, "high": 2}]}, Outer)
+    assert (e.value.code, e.value.msg) == (7, "invalid config: items[1].high: 2 is below low 3")
+    with pytest.raises(CNIError) as e:
+        load({**BASE, "items": [{"low": -2}]}, Outer)
+    assert (e.value.code, e.value.msg) == (
+        2, "invalid config: items[0].low: negative ranges are not implemented")
+
+
+def test_path_keys_must_be_absolute() -> None:
+    assert load({**BASE, "items": [{"path": "/var/lib/x"}]}, Outer).items[0].path == "/var/lib/x"
+    with pytest.raises(CNIError) as e:
+        load({**BASE, "items": [{"path": "var/lib/x"}]}, Outer)
+    assert (e.value.code, e.value.msg) == (
+        7, "invalid config: items[0].path: 'var/lib/x' is not an absolute path")
+
+
+def test_prefix_places_a_part_in_the_whole() -> None:
+    with pytest.raises(CNIError) as e:
+        load({"low": "1"}, Checked, prefix="args.cni")
+    assert e.value.msg == "invalid config: args.cni.low: expected an integer, got a string"
 
 
 # --- CNI_ARGS ---------------------------------------------------------------------------
