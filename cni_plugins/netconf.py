@@ -28,8 +28,10 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import CNIError, Code, json_kind
+from .ipam import _ranges
 from .skel import CmdArgs, parse_cni_args  # noqa: F401  (re-exported)
 from .types import DNS as ResultDNS
+from .types import Route as ResultRoute
 
 M = TypeVar("M", bound="Model")
 
@@ -97,6 +99,26 @@ AbsPath = Annotated[str, AfterValidator(_absolute)]
 the cwd of whoever runs the plugin, so it is refused (code 7 naming the key)."""
 
 
+def _cidr(value: str) -> str:
+    try:
+        return _ranges.canonical_cidr(value) if value else value
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+
+
+def _ip(value: str) -> str:
+    try:
+        return _ranges.canonical_ip(value) if value else value
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+
+
+CIDR = Annotated[str, AfterValidator(_cidr)]
+"""An address with its prefix ("10.1.0.5/24"), printed back as Go prints it ("fd00::5/64")."""
+IP = Annotated[str, AfterValidator(_ip)]
+"""A bare address, printed back as Go prints it."""
+
+
 class DNS(Model):
     nameservers: list[str] = Field(default_factory=list)
     domain: str = ""
@@ -109,15 +131,25 @@ class DNS(Model):
 
 
 class Route(Model):
-    """An IPAM route (ipam.routes[i]); addresses are checked by the IPAM plugin."""
+    """An IPAM route (ipam.routes[i]): dst required, gw optional."""
 
-    dst: str = ""
-    gw: str = ""
+    dst: CIDR = ""
+    gw: IP = ""
     mtu: int = 0
     advmss: int = 0
     priority: int = 0
     table: int | None = None
     scope: int | None = None
+
+    @model_validator(mode="after")
+    def _dst_required(self) -> "Route":
+        if not self.dst:
+            raise Invalid("a CIDR address is required", field="dst")
+        return self
+
+    def to_result(self) -> ResultRoute:
+        return ResultRoute(dst=self.dst, gw=self.gw, mtu=self.mtu, advmss=self.advmss,
+                           priority=self.priority, table=self.table, scope=self.scope)
 
 
 class IPAM(Model):

@@ -1,7 +1,7 @@
 """Address ranges for host-local: parse with defaults, check, and walk round-robin.
 
-Stdlib only; inside, an address is a plain int and a family (4 or 6), which keeps the
-allocation loop cheap (inet_pton to read one, inet_ntop or ipaddress to print it).
+Addresses are read and ranges compared with netaddr; inside, an address is a plain int and
+a family (4 or 6), which keeps the allocation loop cheap.
 
     r = parse_range("10.1.0.0/24", "", "", "", where="ipam.ranges[0][0]")
     rs = RangeSet([r], where="ipam.ranges[0]")       # CNIError 7 naming the field
@@ -16,14 +16,15 @@ least two addresses (IPv4 /30, IPv6 /126 at the smallest).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Iterator
 
-from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton  # socket itself costs 5 ms more to import
+from netaddr import AddrFormatError, IPAddress, IPNetwork, IPRange, IPSet
 
+from .. import version
 from ..errors import CNIError, Code
 
 _BITS = {4: 32, 6: 128}
-_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def invalid(where: str, msg: str) -> CNIError:
@@ -32,17 +33,16 @@ def invalid(where: str, msg: str) -> CNIError:
 
 def parse_ip(text: str) -> tuple[int, int]:
     """'10.0.0.1' -> (4, 167772161). IPv4-mapped IPv6 counts as IPv4, as in Go.
-    ValueError for anything that is not a bare address (leading zeros included).
-    inet_pton, not ipaddress: the store parses every file name with it (4x cheaper)."""
+    ValueError for anything that is not a bare address (leading zeros included)."""
     try:
-        if ":" in text:
-            b = inet_pton(AF_INET6, text)
-            if b[:12] == _MAPPED:
-                return 4, int.from_bytes(b[12:], "big")
-            return 6, int.from_bytes(b, "big")
-        return 4, int.from_bytes(inet_pton(AF_INET, text), "big")
-    except (OSError, ValueError, TypeError):
+        if not isinstance(text, str) or "/" in text:
+            raise AddrFormatError(text)
+        a = IPAddress(text)
+    except (AddrFormatError, ValueError, TypeError):
         raise ValueError(f"{text!r} is not an IP address") from None
+    if a.version == 6 and a.is_ipv4_mapped():
+        return 4, int(a) & 0xFFFFFFFF
+    return a.version, int(a)
 
 
 def parse_ip_or_cidr(text: str) -> tuple[int, int]:
@@ -64,13 +64,21 @@ def parse_cidr(text: str) -> tuple[str, int]:
 
 
 def fmt(version: int, ip: int) -> str:
-    """As Go prints it. IPv6 through ipaddress (RFC 5952: glibc's inet_ntop writes
-    ::a.b.c.d where Go writes ::xxxx:xxxx)."""
+    """As Go prints it. IPv6 by RFC 5952 through ipaddress: netaddr (like glibc's
+    inet_ntop) writes ::a.b.c.d where Go writes ::xxxx:xxxx."""
     if version == 4:
-        return inet_ntop(AF_INET, ip.to_bytes(4, "big"))
-    import ipaddress    # only where IPv6 is printed: an import is paid on every exec
-
+        return str(IPAddress(ip, 4))
     return str(ipaddress.IPv6Address(ip))
+
+
+def canonical_cidr(text: str) -> str:
+    """'FD00::05/64' -> 'fd00::5/64', as Go prints an IPNet's address; ValueError otherwise."""
+    addr, prefix = parse_cidr(text)
+    return f"{fmt(*parse_ip(addr))}/{prefix}"
+
+
+def canonical_ip(text: str) -> str:
+    return fmt(*parse_ip(text))
 
 
 class Range:
@@ -93,7 +101,10 @@ class Range:
 
     def size(self) -> int:
         """Addresses this range can give out (the gateway excluded)."""
-        return self.end - self.start + 1 - (1 if self.start <= self.gateway <= self.end else 0)
+        return self.span().size - (1 if self.start <= self.gateway <= self.end else 0)
+
+    def span(self) -> IPRange:
+        return IPRange(IPAddress(self.start, self.version), IPAddress(self.end, self.version))
 
     def cidr(self, ip: int) -> str:
         return f"{fmt(self.version, ip)}/{self.prefix}"
@@ -120,14 +131,13 @@ def parse_range(subnet: str, range_start: str = "", range_end: str = "", gateway
     except ValueError as e:
         raise invalid(f"{where}.subnet", str(e)) from None
     bits = _BITS[version]
-    host = (1 << (bits - prefix)) - 1
-    net = ip & ~host
+    block = IPNetwork((ip, prefix), version)
+    net, last = block.first, block.last
     if ip != net:
         raise invalid(f"{where}.subnet", f"network {subnet} has host bits set "
                       f"(the network address is {fmt(version, net)}/{prefix})")
     if prefix > bits - 2:
         raise invalid(f"{where}.subnet", f"network {subnet} is too small to allocate from")
-    last = net | host
 
     def inside(field: str, text: str) -> int:
         try:
@@ -153,7 +163,7 @@ def parse_range(subnet: str, range_start: str = "", range_end: str = "", gateway
 
 
 def _overlap(a: Range, b: Range) -> bool:
-    return a.version == b.version and a.start <= b.end and b.start <= a.end
+    return a.version == b.version and not IPSet(a.span()).isdisjoint(IPSet(b.span()))
 
 
 class RangeSet:
@@ -230,3 +240,11 @@ def check_disjoint(sets: list[RangeSet]) -> None:
                     if _overlap(ra, rb):
                         raise invalid(b.where, f"range set overlaps {a.where} "
                                       f"({rb} and {ra})")
+
+
+def check_per_family(cni_version: str, families: list[int], where: str) -> None:
+    """Results before 0.3.0 hold one IPv4 and one IPv6 address at most."""
+    if not version.at_least(cni_version, "0.3.0") and (
+            families.count(4) > 1 or families.count(6) > 1):
+        raise invalid(where, f"cniVersion {cni_version} allows one address per family; "
+                      "more need 0.3.0 or later")

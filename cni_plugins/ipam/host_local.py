@@ -20,81 +20,113 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from .. import netconf
 from ..errors import CNIError, Code, ErrorList
+from ..netconf import AbsPath
 from ..skel import CmdArgs, parse_cni_args
-from . import _conf, _ranges
-from ._conf import Reader
+from . import _ranges
 from ._ranges import RangeSet, fmt
 from ._store import DEFAULT_DATA_DIR, Held, Owner, Reservation, Store
 
-if TYPE_CHECKING:       # imported by ADD only: DEL, GC, STATUS do without dataclasses
+if TYPE_CHECKING:
     from ..types import DNS, IPConfig, Result
 
 ABOUT = "host-local IPAM: addresses from configured ranges, recorded on this host"
 
-RANGE_KEYS = ("subnet", "rangeStart", "rangeEnd", "gateway")
+
+class Range(netconf.Model):
+    """One range of a range set. Its addresses are read by range_sets() (ADD, CHECK,
+    STATUS): DEL releases what a container holds even under a config ADD would refuse."""
+
+    subnet: str = ""
+    range_start: str = Field("", alias="rangeStart")
+    range_end: str = Field("", alias="rangeEnd")
+    gateway: str = ""
+
+    def parse(self, where: str) -> _ranges.Range:
+        return _ranges.parse_range(self.subnet, self.range_start, self.range_end,
+                                   self.gateway, where=where)
 
 
-class Conf:
-    """What the verbs need from the config (read by load_conf, checked by range_sets).
-    A plain class: a dataclass costs a millisecond of exec at import, on every exec."""
+class IPAM(Range, netconf.IPAM):
+    """ipam: range sets, routes, the store's directory, a resolv.conf for the result's
+    dns; subnet/rangeStart/rangeEnd/gateway here are the legacy single range."""
 
-    __slots__ = ("ipam", "name", "cni_version", "data_dir", "resolv_conf", "ranges",
-                 "args_ips", "runtime_ips")
+    ranges: list[list[Range]] = Field(default_factory=list)
+    routes: list[netconf.Route] = Field(default_factory=list)
+    data_dir: AbsPath = Field("", alias="dataDir")
+    resolv_conf: AbsPath = Field("", alias="resolvConf")
 
-    def __init__(self, ipam: Reader, name: str, cni_version: str,
-                 data_dir: str = DEFAULT_DATA_DIR, resolv_conf: str = "",
-                 args_ips: list[str] | None = None, runtime_ips: list[str] | None = None) -> None:
-        self.ipam = ipam                    # routes are read from it by ADD alone
-        self.name = name
-        self.cni_version = cni_version
-        self.data_dir = data_dir
-        self.resolv_conf = resolv_conf
-        self.ranges: list[tuple[str, list[Reader]]] = []     # (where, the set's ranges)
-        self.args_ips = args_ips or []                        # args.cni.ips
-        self.runtime_ips = runtime_ips or []                  # runtimeConfig.ips
+
+class RuntimeConfig(netconf.Model):
+    ips: list[str] = Field(default_factory=list)
+    ip_ranges: list[list[Range]] = Field(default_factory=list, alias="ipRanges")
+
+
+class CNIArgs(netconf.Model):
+    ips: list[str] = Field(default_factory=list)
+
+
+class Args(netconf.Model):
+    cni: CNIArgs = Field(default_factory=CNIArgs)
+
+
+class Conf(netconf.NetConf):
+    ipam: IPAM | None = None                # required: checked by load_conf, named "ipam"
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
+    args: Args = Field(default_factory=Args)
+
+    @property
+    def data_dir(self) -> str:
+        return (self.ipam.data_dir if self.ipam else "") or DEFAULT_DATA_DIR
+
+    @property
+    def resolv_conf(self) -> str:
+        return self.ipam.resolv_conf if self.ipam else ""
+
+    def routes(self) -> list:
+        return [r.to_result() for r in self.ipam.routes] if self.ipam else []
+
+    def range_config(self) -> list[tuple[str, list[tuple[str, Range]]]]:
+        """Range sets in Go's order, each (where, [(where, range)]): runtimeConfig.ipRanges,
+        then the legacy top-level range, then ipam.ranges (index n is last_reserved_ip.n)."""
+        assert self.ipam is not None
+        out = [(f"runtimeConfig.ipRanges[{i}]", s) for i, s in
+               enumerate(self.runtime_config.ip_ranges)]
+        if self.ipam.subnet:
+            out.append(("ipam", [self.ipam]))
+        out += [(f"ipam.ranges[{i}]", s) for i, s in enumerate(self.ipam.ranges)]
+        return [(where, [(where if r is self.ipam else f"{where}[{j}]", r)
+                         for j, r in enumerate(s)]) for where, s in out]
+
+    def check(self) -> None:
+        """What ADD refuses beyond the types (also run by `cni-plugins validate`)."""
+        if self.ipam is None:
+            raise _ranges.invalid("ipam", "missing (host-local reads its ranges from it)")
+        range_sets(self)
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    """Read the keys host-local knows, as Go's encoding/json would; CNIError 7 names the
-    field. Range sets come in Go's order: runtimeConfig.ipRanges, then the legacy
-    top-level range, then ipam.ranges (index n is the n of last_reserved_ip.n)."""
-    top = Reader(args.conf, "")
-    if top.raw("ipam") is None:
+    """The config (CNIError 7 naming the field); ipam is required. cni_version is the
+    request's, as skel reconciled it."""
+    conf = netconf.load(args, Conf)
+    if conf.ipam is None:
         raise _ranges.invalid("ipam", "missing (host-local reads its ranges from it)")
-    ipam = top.obj("ipam")
-    runtime = top.obj("runtimeConfig")
-    conf = Conf(ipam, name=top.string("name"), cni_version=args.cni_version,
-                data_dir=ipam.string("dataDir") or DEFAULT_DATA_DIR,
-                resolv_conf=ipam.string("resolvConf"),
-                args_ips=top.obj("args").obj("cni").strings("ips"),
-                runtime_ips=runtime.strings("ips"))
-    for i, s in enumerate(runtime.array("ipRanges")):
-        conf.ranges.append(_range_set(s, f"runtimeConfig.ipRanges[{i}]"))
-    if ipam.string("subnet"):
-        conf.ranges.append(("ipam", [ipam]))
-    for i, s in enumerate(ipam.array("ranges")):
-        conf.ranges.append(_range_set(s, f"ipam.ranges[{i}]"))
+    conf.cni_version = args.cni_version
     return conf
-
-
-def _range_set(raw: object, where: str) -> tuple[str, list[Reader]]:
-    if not isinstance(raw, list):
-        raise _ranges.invalid(where, "expected a list of ranges")
-    return where, [Reader(r, f"{where}[{j}]") for j, r in enumerate(raw)]
 
 
 def range_sets(conf: Conf) -> list[RangeSet]:
     """Parse, default and check every range; sets must be disjoint."""
-    if not conf.ranges:
+    config = conf.range_config()
+    if not config:
         raise _ranges.invalid("ipam.ranges", "no IP ranges specified")
-    sets = []
-    for where, items in conf.ranges:
-        sets.append(RangeSet([
-            _ranges.parse_range(*(r.string(k) for k in RANGE_KEYS), where=r.where)
-            for r in items], where))
+    sets = [RangeSet([r.parse(w) for w, r in items], where) for where, items in config]
     _ranges.check_disjoint(sets)
-    _conf.check_per_family(conf.cni_version, [s.version for s in sets], "ipam.ranges")
+    _ranges.check_per_family(conf.cni_version or "0.1.0", [s.version for s in sets],
+                             "ipam.ranges")
     return sets
 
 
@@ -111,7 +143,8 @@ def requested_ips(args: CmdArgs, conf: Conf) -> list[Wanted]:
             out.append((*_ranges.parse_ip(ip), "CNI_ARGS IP"))
         except ValueError as e:
             raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: IP: {e}") from None
-    for where, items in (("args.cni.ips", conf.args_ips), ("runtimeConfig.ips", conf.runtime_ips)):
+    for where, items in (("args.cni.ips", conf.args.cni.ips),
+                         ("runtimeConfig.ips", conf.runtime_config.ips)):
         for i, text in enumerate(items):
             try:
                 out.append((*_ranges.parse_ip_or_cidr(text), f"{where}[{i}]"))
@@ -235,7 +268,7 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     sets = range_sets(conf)
     per_set = match_requests(sets, requested_ips(args, conf))
-    routes = _conf.read_routes(conf.ipam)
+    routes = conf.routes()
     dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else DNS()
 
     owner = Owner(args.container_id, args.ifname)

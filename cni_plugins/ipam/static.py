@@ -11,35 +11,71 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import CNIError, Code
-from ..skel import CmdArgs, parse_cni_args
-from . import _conf, _ranges
-from ._conf import Reader
+from pydantic import Field, model_validator
 
-if TYPE_CHECKING:       # imported where a result is built: DEL does without dataclasses
+from .. import netconf
+from ..errors import CNIError, Code
+from ..netconf import CIDR, IP, Invalid
+from ..skel import CmdArgs, parse_cni_args
+from . import _ranges
+
+if TYPE_CHECKING:
     from ..types import IPConfig, Result
 
 ABOUT = "static IPAM: the addresses named by the config or the runtime"
 
 
-def load_ipam(args: CmdArgs) -> Reader:
-    ipam = Reader(args.conf, "").raw("ipam")
-    if ipam is None:
-        raise _ranges.invalid("ipam", "missing (static reads its addresses from it)")
-    return Reader(ipam, "ipam")
+class Address(netconf.Model):
+    address: CIDR = ""
+    gateway: IP = ""
+
+    @model_validator(mode="after")
+    def _checked(self) -> "Address":
+        if not self.address:
+            raise Invalid("a CIDR address is required", field="address")
+        if self.gateway and (":" in self.gateway) != (":" in self.address):
+            raise Invalid(f"{self.gateway} is not in the address family of {self.address}",
+                          field="gateway")
+        return self
 
 
-def from_config(ipam: Reader) -> list[IPConfig]:
+class IPAM(netconf.IPAM):
+    addresses: list[Address] = Field(default_factory=list)
+    routes: list[netconf.Route] = Field(default_factory=list)
+    dns: netconf.DNS = Field(default_factory=netconf.DNS)
+
+
+class IPs(netconf.Model):
+    """runtimeConfig (the `ips` capability) and args.cni: addresses with their prefix."""
+
+    ips: list[CIDR] = Field(default_factory=list)
+
+
+class Args(netconf.Model):
+    cni: IPs = Field(default_factory=IPs)
+
+
+class Conf(netconf.NetConf):
+    ipam: IPAM | None = None                # required: checked by load_conf, named "ipam"
+    runtime_config: IPs = Field(default_factory=IPs, alias="runtimeConfig")
+    args: Args = Field(default_factory=Args)
+
+    def check(self) -> None:
+        if self.ipam is None:
+            raise _ranges.invalid("ipam", "missing (static reads its addresses from it)")
+
+
+def load_conf(args: CmdArgs) -> Conf:
+    conf = netconf.load(args, Conf)
+    conf.check()
+    return conf
+
+
+def from_config(conf: Conf) -> list[IPConfig]:
     from ..types import IPConfig
 
-    ips = []
-    for a in ipam.objs("addresses"):
-        ip = IPConfig(address=_conf.read_cidr(a, "address"), gateway=_conf.read_ip(a, "gateway"))
-        if ip.gateway and ip.family != (6 if ":" in ip.gateway else 4):
-            raise _ranges.invalid(a.field("gateway"), f"{ip.gateway} is not in the address "
-                                  f"family of {ip.address}")
-        ips.append(ip)
-    return ips
+    assert conf.ipam is not None
+    return [IPConfig(address=a.address, gateway=a.gateway) for a in conf.ipam.addresses]
 
 
 def from_cni_args(raw: str) -> list[IPConfig]:
@@ -52,7 +88,7 @@ def from_cni_args(raw: str) -> list[IPConfig]:
     for item in kv.get("IP", "").split(","):
         if item.strip():
             try:
-                ips.append(IPConfig(address=_conf.canonical_cidr(item.strip())))
+                ips.append(IPConfig(address=_ranges.canonical_cidr(item.strip())))
             except ValueError as e:
                 raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: IP: {e}") from None
     for item in kv.get("GATEWAY", "").split(","):
@@ -61,7 +97,7 @@ def from_cni_args(raw: str) -> list[IPConfig]:
         import ipaddress
 
         try:
-            gw = ipaddress.ip_address(_conf.canonical_ip(item.strip()))
+            gw = ipaddress.ip_address(_ranges.canonical_ip(item.strip()))
         except ValueError as e:
             raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: GATEWAY: {e}") from None
         for ip in ips:
@@ -71,52 +107,44 @@ def from_cni_args(raw: str) -> list[IPConfig]:
     return ips
 
 
-def addresses(args: CmdArgs, ipam: Reader) -> list[IPConfig]:
+def addresses(args: CmdArgs, conf: Conf) -> list[IPConfig]:
     """What ADD returns: runtimeConfig.ips, else args.cni.ips, else ipam.addresses and
     then CNI_ARGS IP= (the Go plugin's precedence)."""
     from ..types import IPConfig
 
-    top = Reader(args.conf, "")
-    config = from_config(ipam)      # checked even when overridden: a bad config is bad
-    for r, key in ((top.obj("runtimeConfig"), "ips"), (top.obj("args").obj("cni"), "ips")):
-        items = r.strings(key)
-        if items:
-            out = []
-            for i, text in enumerate(items):
-                try:
-                    out.append(IPConfig(address=_conf.canonical_cidr(text)))
-                except ValueError as e:
-                    raise _ranges.invalid(f"{r.field(key)}[{i}]", str(e)) from None
-            return out
-    return config + from_cni_args(args.args)
+    for ips in (conf.runtime_config.ips, conf.args.cni.ips):
+        if ips:
+            return [IPConfig(address=a) for a in ips]
+    return from_config(conf) + from_cni_args(args.args)
 
 
 def cmd_add(args: CmdArgs) -> Result:
     from ..types import Result
 
-    ipam = load_ipam(args)
-    ips = addresses(args, ipam)
-    _conf.check_per_family(args.cni_version, [ip.family for ip in ips], "ipam.addresses")
-    return Result(ips=ips, routes=_conf.read_routes(ipam), dns=_conf.read_dns(ipam))
+    conf = load_conf(args)
+    ips = addresses(args, conf)
+    _ranges.check_per_family(args.cni_version, [ip.family for ip in ips], "ipam.addresses")
+    return Result(ips=ips, routes=[r.to_result() for r in conf.ipam.routes],
+                  dns=conf.ipam.dns.to_result())
 
 
 def _canonical(text: str) -> str:
     try:
         if "/" in text:
-            return _conf.canonical_cidr(text)
+            return _ranges.canonical_cidr(text)
         return _ranges.fmt(*_ranges.parse_ip(text)) if text else ""
     except ValueError:
         return text
 
 
 def cmd_check(args: CmdArgs) -> None:
-    ipam = load_ipam(args)
+    conf = load_conf(args)
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid config: prevResult: required for CHECK")
     have = {_canonical(ip.address): _canonical(ip.gateway) for ip in prev.ips}
-    for ip in addresses(args, ipam):
+    for ip in addresses(args, conf):
         if ip.address not in have:
             raise CNIError(Code.INTERNAL, f"failed to find address {ip.address} of "
                            f"{args.ifname!r} in prevResult")
