@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from .. import invoke
+from .. import invoke, netconf
 from ..errors import CNIError, Code
-from ..ipam._conf import Reader
 from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
@@ -23,14 +22,20 @@ from ..testing import checkpoint
 from ..types import Interface, Result
 
 
+class Conf(netconf.NetConf):
+    """Go 1.2's dummy: nothing of its own, an IPAM block required."""
+
+    def check(self) -> None:
+        if not self.ipam.type:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           "invalid config: ipam: dummy interface requires an IPAM configuration")
+
+
 def read_ipam_type(args: CmdArgs) -> str:
-    """The IPAM plugin's type, which is required (the config read with the stdlib: no
-    pydantic import on any verb)."""
-    ipam_type = Reader(args.conf, "").obj("ipam").string("type")
-    if not ipam_type:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: ipam: dummy interface requires an IPAM configuration")
-    return ipam_type
+    """The IPAM plugin's type, which is required."""
+    conf = netconf.load(args, Conf)
+    conf.check()
+    return conf.ipam.type
 
 
 def cmd_add(args: CmdArgs) -> Result:

@@ -20,17 +20,16 @@ import glob
 import os
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from pydantic import Field
 
-from .. import invoke
+from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
-from ..ipam._conf import Reader, read_dns
 from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import DNS, Interface, Result
+from ..types import Interface, Result
 
 SYS_BUS_PCI = "/sys/bus/pci/devices"
 SYS_BUS_AUX = "/sys/bus/auxiliary/devices"
@@ -39,25 +38,31 @@ _PCI_ADDR = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 
 
-@dataclass
-class Conf:
+class RuntimeConfig(netconf.Model):
+    device_id: str = Field("", alias="deviceID")
+
+
+class Conf(netconf.NetConf):
+    """One of device, hwaddr, kernelpath, pciBusID or runtimeConfig.deviceID names the
+    device (selector() checks that on ADD and CHECK; DEL cleans up after any ADD)."""
+
     device: str = ""
     hwaddr: str = ""
     kernelpath: str = ""
-    pci_bus_id: str = ""
-    device_id: str = ""                 # runtimeConfig.deviceID
-    ipam_type: str = ""
-    dns: DNS = field(default_factory=DNS)
+    pci_bus_id: str = Field("", alias="pciBusID")
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
+
+    @property
+    def device_id(self) -> str:
+        return self.runtime_config.device_id
+
+    @property
+    def ipam_type(self) -> str:
+        return self.ipam.type
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    """Read with the stdlib as Go's decoder fills its struct (keys case-insensitive, a
-    wrong type is code 7 naming the field): pydantic's import would be most of an exec."""
-    r = Reader(args.conf, "")
-    return Conf(device=r.string("device"), hwaddr=r.string("hwaddr"),
-                kernelpath=r.string("kernelpath"), pci_bus_id=r.string("pciBusID"),
-                device_id=r.obj("runtimeConfig").string("deviceID"),
-                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
+    return netconf.load(args, Conf)
 
 
 def selector(conf: Conf) -> tuple[str, str, str]:
@@ -213,7 +218,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 with ctr_ns.enter():
                     configure_iface(ctr, args.ifname, result)
                 checkpoint("address")
-            result.dns = conf.dns
+            result.dns = conf.dns.to_result()
         undo.pop_all()
         for handle in (ctr, host, host_ns, ctr_ns):
             handle.close()

@@ -15,43 +15,43 @@ CHECK prevResult's interface is an ipvlan in this mode (on `master`, when config
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from pydantic import Field, field_validator
 
-from .. import invoke
+from .. import invoke, netconf
 from ..errors import CNIError, Code
-from ..ipam._conf import Reader, read_dns
+from ..netconf import Invalid
 from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import DNS, Interface, Result
+from ..types import Interface, Result
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}            # IPVLAN_MODE_*
 
 
-@dataclass
-class Conf:
+class Conf(netconf.NetConf):
     master: str = ""
     mode: str = "l2"
     mtu: int = 0
-    link_in_container: bool = False
-    ipam_type: str = ""
-    dns: DNS = field(default_factory=DNS)
+    link_in_container: bool = Field(False, alias="linkInContainer")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        v = v or "l2"                       # as Go's
+        if v not in MODES:
+            raise Invalid(f"unknown ipvlan mode: {v!r} (l2, l3 or l3s)")
+        return v
+
+    @property
+    def ipam_type(self) -> str:
+        return self.ipam.type
 
 
 def read_conf(args: CmdArgs) -> Conf:
-    """The config read with the stdlib as Go's decoder does (keys case-insensitive, a
-    wrong type is code 7 naming the field): no pydantic import on any verb."""
-    r = Reader(args.conf, "")
-    mode = r.string("mode") or "l2"
-    if mode not in MODES:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: mode: unknown ipvlan mode: {mode!r} (l2, l3 or l3s)")
-    return Conf(master=r.string("master"), mode=mode, mtu=r.integer("mtu") or 0,
-                link_in_container=r.boolean("linkInContainer"),
-                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
+    return netconf.load(args, Conf)
 
 
 def addresses_from(conf: Conf, args: CmdArgs) -> "Result | None":
@@ -94,7 +94,7 @@ def cmd_add(args: CmdArgs) -> Result:
         with ctr_ns.enter():
             configure_iface(ctr, args.ifname, result)
         checkpoint("address")
-        result.dns = conf.dns
+        result.dns = conf.dns.to_result()
         undo.pop_all()
         ctr.close()
         host.close()

@@ -11,70 +11,69 @@ from __future__ import annotations
 
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from pydantic import Field, field_validator
 
-from .. import invoke
+from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
-from ..ipam._conf import Reader, read_dns
+from ..netconf import Invalid
 from ..net import link, sublink, sysctl, tuntap
 from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs, parse_cni_args
 from ..testing import checkpoint
-from ..types import DNS, Interface, Result
+from ..types import Interface, Result
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _UINT32 = 0xFFFFFFFF
 
 
-@dataclass
-class Conf:
-    multi_queue: bool = False
+class RuntimeConfig(netconf.Model):
+    mac: str = ""
+
+
+class Conf(netconf.NetConf):
+    multi_queue: bool = Field(False, alias="multiQueue")
     mtu: int = 0
     mac: str = ""
     owner: int | None = None
     group: int | None = None
-    selinux_context: str = ""
+    selinux_context: str = Field("", alias="selinuxContext")
     bridge: str = ""
-    ipam_type: str = ""
-    dns: DNS = field(default_factory=DNS)
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
 
+    @field_validator("mtu")
+    @classmethod
+    def _mtu(cls, v: int) -> int:
+        if v < 0:
+            raise Invalid(f"{v} is negative")
+        return v
 
-def _id(r: Reader, key: str) -> int | None:
-    """owner/group: a uid/gid, 0 to 2^32-2 ((uid_t)-1 means "none" to the kernel)."""
-    v = r.integer(key)
-    if v is not None and not 0 <= v < _UINT32:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: {key}: {v} is not a uid/gid (0 to 2^32-2)")
-    return v
+    @field_validator("owner", "group")
+    @classmethod
+    def _id(cls, v: int | None) -> int | None:
+        """A uid/gid, 0 to 2^32-2 ((uid_t)-1 means "none" to the kernel)."""
+        if v is not None and not 0 <= v < _UINT32:
+            raise Invalid(f"{v} is not a uid/gid (0 to 2^32-2)")
+        return v
+
+    @property
+    def ipam_type(self) -> str:
+        return self.ipam.type
 
 
 def read_conf(args: CmdArgs) -> Conf:
-    """The config read with the stdlib as Go's decoder does (keys case-insensitive, a
-    wrong type is code 7 naming the field): no pydantic import on any verb."""
-    r = Reader(args.conf, "")
-    multi_queue = r.raw("multiQueue")
-    if multi_queue is not None and not isinstance(multi_queue, bool):
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: multiQueue: expected a boolean")
-    mtu = r.integer("mtu") or 0
-    if mtu < 0:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, f"invalid config: mtu: {mtu} is negative")
-    return Conf(multi_queue=bool(multi_queue), mtu=mtu, mac=r.string("mac"),
-                owner=_id(r, "owner"), group=_id(r, "group"),
-                selinux_context=r.string("selinuxContext"), bridge=r.string("bridge"),
-                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
+    return netconf.load(args, Conf)
 
 
 def load_conf(args: CmdArgs) -> Conf:
+    """The static config, then CNI_ARGS MAC, then runtimeConfig.mac (Go's order)."""
     conf = read_conf(args)
     cni_args = parse_cni_args(args.args, known=("MAC",))
     if cni_args.get("MAC"):
         conf.mac = cni_args["MAC"]
-    mac = Reader(args.conf, "").obj("runtimeConfig").string("mac")
-    if mac:
-        conf.mac = mac
+    if conf.runtime_config.mac:
+        conf.mac = conf.runtime_config.mac
     if conf.mac and not _MAC.match(conf.mac):
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        f"invalid config: mac: {conf.mac!r} is not a MAC address")
@@ -149,7 +148,7 @@ def cmd_add(args: CmdArgs) -> Result:
         else:
             with ctr_ns.enter(), kernel_errors(f"set {args.ifname!r} up"):
                 ctr.link_set(index, up=True)
-        result.dns = conf.dns
+        result.dns = conf.dns.to_result()
         undo.pop_all()
         ctr.close()
         ctr_ns.close()

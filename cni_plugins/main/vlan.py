@@ -13,55 +13,57 @@ CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from pydantic import Field, field_validator
 
-from .. import invoke
+from .. import invoke, netconf
 from ..errors import CNIError, Code
-from ..ipam._conf import Reader, read_dns
+from ..netconf import Invalid
 from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import DNS, Interface, Result
+from ..types import Interface, Result
 
 MAX_VLAN_ID = 4094
 
 
-@dataclass
-class Conf:
+class Conf(netconf.NetConf):
     master: str = ""
-    vlan_id: int = 0
+    vlan_id: int = Field(0, alias="vlanId")
     mtu: int = 0
-    link_in_container: bool = False
-    ipam_type: str = ""
-    dns: DNS = field(default_factory=DNS)
+    link_in_container: bool = Field(False, alias="linkInContainer")
+
+    @field_validator("vlan_id")
+    @classmethod
+    def _vid(cls, v: int) -> int:
+        if not 0 <= v <= MAX_VLAN_ID:
+            raise Invalid(f"invalid VLAN ID {v} (must be between 0 and {MAX_VLAN_ID})")
+        return v
+
+    @property
+    def ipam_type(self) -> str:
+        return self.ipam.type
+
+    def check(self) -> None:
+        """What ADD and CHECK require beyond the types (DEL does without)."""
+        if not self.master:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           'invalid config: master: "master" field is required: it names the '
+                           "host interface to create the VLAN on")
+        if not self.ipam.type:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           "invalid config: ipam: vlan requires an IPAM configuration")
 
 
 def read_conf(args: CmdArgs) -> Conf:
-    """The config read with the stdlib as Go's decoder does (keys case-insensitive, a
-    wrong type is code 7 naming the field): no pydantic import on any verb."""
-    r = Reader(args.conf, "")
-    vid = r.integer("vlanId") or 0
-    if not 0 <= vid <= MAX_VLAN_ID:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: vlanId: invalid VLAN ID {vid} (must be between 0 "
-                       f"and {MAX_VLAN_ID})")
-    return Conf(master=r.string("master"), vlan_id=vid, mtu=r.integer("mtu") or 0,
-                link_in_container=r.boolean("linkInContainer"),
-                ipam_type=r.obj("ipam").string("type"), dns=read_dns(r))
+    return netconf.load(args, Conf)
 
 
 def load_conf(args: CmdArgs) -> Conf:
     conf = read_conf(args)
-    if not conf.master:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       'invalid config: master: "master" field is required: it names the '
-                       "host interface to create the VLAN on")
-    if not conf.ipam_type:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: ipam: vlan requires an IPAM configuration")
+    conf.check()
     return conf
 
 
@@ -88,7 +90,7 @@ def cmd_add(args: CmdArgs) -> Result:
         with ctr_ns.enter():
             configure_iface(ctr, args.ifname, result)
         checkpoint("address")
-        result.dns = conf.dns
+        result.dns = conf.dns.to_result()
         undo.pop_all()
         ctr.close()
         host.close()

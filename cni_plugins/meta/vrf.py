@@ -13,10 +13,11 @@ DEL  the interface released from the VRF, the VRF deleted once nothing is enslav
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from pydantic import field_validator
 
+from .. import netconf
 from ..errors import CNIError, Code, kernel_errors
-from ..ipam._conf import Reader
+from ..netconf import Invalid
 from ..net.netlink import RT_TABLE_MAIN, RTN_UNICAST, Link, Netlink, RouteEntry
 from ..net.netns import NetNS
 from ..skel import CmdArgs, validate_ifname
@@ -27,34 +28,36 @@ RTPROT_KERNEL = 2
 RESERVED_TABLES = {0, 253, 254, 255}        # unspec, default, main, local
 
 
-@dataclass
-class Conf:
+class Conf(netconf.NetConf):
     vrfname: str = ""
     table: int = 0
 
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: int) -> int:
+        if not 0 <= v <= 0xFFFFFFFF:
+            raise Invalid(f"{v} is not a routing table id (0 for the first free, up to 2^32-1)")
+        return v
+
+    def check(self) -> None:
+        """What ADD and CHECK require beyond the types (DEL does without)."""
+        if not self.vrfname:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           "invalid config: vrfname: the name of the VRF is required")
+        try:
+            validate_ifname(self.vrfname)
+        except CNIError as e:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid config: vrfname: {self.vrfname!r}: {e.msg}") from e
+
 
 def read_conf(args: CmdArgs) -> Conf:
-    """vrfname and table, read with the stdlib as Go's decoder does (keys
-    case-insensitive, wrong types code 7 naming the field); no pydantic import."""
-    r = Reader(args.conf, "")
-    table = r.integer("table") or 0
-    if not 0 <= table <= 0xFFFFFFFF:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: table: {table} is not a routing table id "
-                       "(0 for the first free, up to 2^32-1)")
-    return Conf(vrfname=r.string("vrfname"), table=table)
+    return netconf.load(args, Conf)
 
 
 def load_conf(args: CmdArgs) -> Conf:
     conf = read_conf(args)
-    if not conf.vrfname:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: vrfname: the name of the VRF is required")
-    try:
-        validate_ifname(conf.vrfname)
-    except CNIError as e:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: vrfname: {conf.vrfname!r}: {e.msg}") from e
+    conf.check()
     return conf
 
 

@@ -1,11 +1,7 @@
-"""host-device, tap and vrf without the kernel: how their configs are read (the stdlib
-reader, Go's decoder rules, the field named in every error), host-device's one-selector
-rule, and that none of them loads pydantic."""
+"""host-device, tap and vrf without the kernel: how their configs are read (Go's decoder
+rules, the field named in every error) and host-device's one-selector rule."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 
@@ -19,16 +15,6 @@ def args(conf: dict, cni_args: str = "") -> CmdArgs:
     a = CmdArgs(command="ADD", args=cni_args)
     a.conf = {"cniVersion": "1.0.0", "name": "n", **conf}
     return a
-
-
-def test_no_pydantic_on_any_verb():
-    script = ("import sys\n"
-              "from cni_plugins.main import host_device, tap\n"
-              "from cni_plugins.meta import vrf\n"
-              "print('pydantic' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.split() == ["False"]
 
 
 @pytest.mark.parametrize("conf,want", [
@@ -106,8 +92,8 @@ def test_tap_conf_refused(conf, word):
 
 
 def test_vrf_conf():
-    assert vrf.load_conf(args({"VRFName": "red", "table": 4294967295})) == vrf.Conf(
-        "red", 4294967295)
+    conf = vrf.load_conf(args({"VRFName": "red", "table": 4294967295}))
+    assert (conf.vrfname, conf.table) == ("red", 4294967295)
     for conf, word in (({}, "vrfname: the name of the VRF is required"),
                        ({"vrfname": "a/b"}, "vrfname: 'a/b'"),
                        ({"vrfname": "red", "table": 1 << 32}, "table: 4294967296"),
@@ -115,4 +101,5 @@ def test_vrf_conf():
         with pytest.raises(CNIError) as e:
             vrf.load_conf(args(conf))
         assert e.value.code == 7 and word in e.value.msg, e.value.msg
-    assert vrf.read_conf(args({})) == vrf.Conf("", 0)          # DEL: nothing to undo
+    conf = vrf.read_conf(args({}))                             # DEL: nothing to undo
+    assert (conf.vrfname, conf.table) == ("", 0)

@@ -1,6 +1,6 @@
-"""vlan, ipvlan and dummy without the kernel: their configs read with the stdlib as Go's
-decoder does (keys in any case, a wrong type is code 7 naming the field), and an error
-found in the config loads neither pydantic nor pyroute2."""
+"""vlan, ipvlan and dummy without the kernel: their configs read as Go's decoder does
+(keys in any case, null as absent, a wrong type is code 7 naming the field), and an error
+found in the config loads no pyroute2."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from cni_plugins.errors import CNIError
 from cni_plugins.main import dummy, ipvlan, vlan
 from cni_plugins.skel import CmdArgs
-from cni_plugins.types import DNS
 
 
 def args(conf: dict) -> CmdArgs:
@@ -21,7 +20,7 @@ def args(conf: dict) -> CmdArgs:
     return a
 
 
-def test_bad_config_imports_no_pydantic_and_no_pyroute2():
+def test_bad_config_imports_no_pyroute2():
     script = (
         "import json, sys\n"
         "from cni_plugins import skel\n"
@@ -33,7 +32,7 @@ def test_bad_config_imports_no_pydantic_and_no_pyroute2():
         "    stdin = json.dumps({'cniVersion': '1.0.0', 'name': 'n', 'type': typ, **conf})\n"
         "    rc, text = skel.run(typ, env, lambda: stdin.encode(), exe='', stderr=out.append)\n"
         "    print(rc, json.loads(text)['code'])\n"
-        "print(sorted({n.split('.')[0] for n in sys.modules} & {'pydantic', 'pyroute2'}))\n")
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'pyroute2'}))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out == ["1 7", "1 7", "1 7", "[]"]
@@ -43,13 +42,22 @@ def test_vlan_reads_go_keys_in_any_case():
     conf = vlan.read_conf(args({"MASTER": "eth1", "VlanId": 42, "MTU": 1400,
                                 "linkincontainer": True, "ipam": {"Type": "static"},
                                 "dns": {"nameservers": ["10.0.0.53"]}}))
-    assert conf == vlan.Conf(master="eth1", vlan_id=42, mtu=1400, link_in_container=True,
-                             ipam_type="static", dns=DNS(nameservers=["10.0.0.53"]))
-    assert vlan.read_conf(args({})) == vlan.Conf()
+    assert (conf.master, conf.vlan_id, conf.mtu, conf.link_in_container, conf.ipam_type) == (
+        "eth1", 42, 1400, True, "static")
+    assert conf.dns.nameservers == ["10.0.0.53"]
+    empty = vlan.read_conf(args({}))
+    assert (empty.master, empty.vlan_id, empty.mtu, empty.ipam_type) == ("", 0, 0, "")
+
+
+def test_null_is_absent_as_in_go():
+    conf = vlan.read_conf(args({"master": "eth1", "mtu": None, "vlanId": None, "ipam": None,
+                                "dns": None}))
+    assert (conf.master, conf.mtu, conf.vlan_id, conf.ipam_type) == ("eth1", 0, 0, "")
+    assert ipvlan.read_conf(args({"mode": None})).mode == "l2"
 
 
 def test_ipvlan_defaults_and_modes():
-    assert ipvlan.read_conf(args({})) == ipvlan.Conf(mode="l2")
+    assert ipvlan.read_conf(args({})).mode == "l2"
     assert ipvlan.read_conf(args({"mode": ""})).mode == "l2"          # as Go's
     assert ipvlan.read_conf(args({"Mode": "l3s"})).mode == "l3s"
 
@@ -72,6 +80,19 @@ def test_wrong_values_name_the_field(mod, conf, field):
     with pytest.raises(CNIError) as e:
         mod.read_conf(args(conf))
     assert e.value.code == 7 and f"invalid config: {field}:" in e.value.msg, e.value.msg
+
+
+@pytest.mark.parametrize("mod,conf,msg", [
+    (vlan, {"vlanId": "10"}, "vlanId: expected an integer, got a string"),
+    (vlan, {"vlanId": 4095}, "vlanId: invalid VLAN ID 4095 (must be between 0 and 4094)"),
+    (vlan, {"ipam": []}, "ipam: expected an object, got a list"),
+    (ipvlan, {"mode": "bridge"}, "mode: unknown ipvlan mode: 'bridge' (l2, l3 or l3s)"),
+    (ipvlan, {"mtu": 1.5}, "mtu: expected an integer, got a number"),
+])
+def test_wrong_values_wording(mod, conf, msg):
+    with pytest.raises(CNIError) as e:
+        mod.read_conf(args(conf))
+    assert e.value.msg == f"invalid config: {msg}"
 
 
 @pytest.mark.parametrize("conf,word", [

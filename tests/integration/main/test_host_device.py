@@ -158,7 +158,7 @@ def test_pci_bus_id_names_the_netdev_of_a_real_pci_device():
     path = sorted(found)[0]
     pci = path.split("/")[5]
     name = os.path.basename(path)
-    for conf in (Conf(pci_bus_id=pci), Conf(device_id=pci)):
+    for conf in (Conf(pci_bus_id=pci), Conf(runtimeConfig={"deviceID": pci})):
         field, key, value = selector(conf)
         assert key == "pciBusID" and value == pci
         with Netlink() as nl:
