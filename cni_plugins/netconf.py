@@ -215,13 +215,14 @@ def problems(e: ValidationError, prefix: str = "") -> list[tuple[str, str, int, 
 
 
 def raise_invalid(e: ValidationError, prefix: str = "") -> None:
-    """The first problem as a CNIError, the others counted in msg and listed in details."""
+    """The first problem as a CNIError; when there are more, msg counts them and details
+    lists them all."""
     found = problems(e, prefix)
     where, msg, code, details = found[0]
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    listed = "; ".join(f"{w}: {m}" for w, m, _, _ in found)
-    raise CNIError(code, f"invalid config: {where}: {msg}{more}",
-                   details or listed) from e
+    if len(found) > 1:
+        msg += f" (and {len(found) - 1} more)"
+        details = "; ".join(f"{w}: {m}" for w, m, _, _ in found)
+    raise CNIError(code, f"invalid config: {where}: {msg}", details) from e
 
 
 def load(args: CmdArgs | bytes | str | dict, model: type[M], prefix: str = "") -> M:

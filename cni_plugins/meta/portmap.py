@@ -21,9 +21,6 @@ The rules are nftables only (net/firewall/hostport.py has the layout): `backend:
 `markMasqBit` is checked (0-31) and otherwise unused, as in Go's nftables backend. With
 `masqAll`, everything a mapping forwards is masqueraded, not only hairpin and localhost
 traffic (Go's nftables backend ignores the key).
-
-The config is read without pydantic (≈100 ms of imports, more than Go's whole ADD); keys
-match case-insensitively, exact match first, as Go's encoding/json does.
 """
 
 from __future__ import annotations
@@ -32,137 +29,124 @@ import socket
 import sys
 from typing import Any
 
+from pydantic import Field, field_validator, model_validator
+
+from .. import netconf
 from ..errors import CNIError, Code, kernel_errors
+from ..ipam._ranges import parse_ip as parse_address
 from ..net.firewall.hostport import PROTOCOLS, Mapping, parse_ip
+from ..netconf import Invalid
 from ..skel import CmdArgs
 from ..types import Result
 
 DEFAULT_MARK_BIT = 13           # Go's default; Kubernetes uses 14 and 15
 
 
-class Conf:
-    __slots__ = ("mappings", "snat", "masq_all", "mark_masq_bit")
-
-    def __init__(self, snat: bool = True, masq_all: bool = False) -> None:
-        self.mappings: list[Mapping] = []
-        self.snat = snat
-        self.masq_all = masq_all
-        self.mark_masq_bit = DEFAULT_MARK_BIT
-
-
 # -- config ---------------------------------------------------------------------------------
 
-def _get(obj: dict, key: str) -> Any:
-    """obj[key], else the first key equal to it ignoring case (Go's encoding/json)."""
-    if key in obj:
-        return obj[key]
-    low = key.lower()
-    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == low), None)
+class PortMapping(netconf.Model):
+    host_port: int = Field(0, alias="hostPort")
+    container_port: int = Field(0, alias="containerPort")
+    protocol: str = ""
+    host_ip: str = Field("", alias="hostIP")
 
+    @model_validator(mode="after")
+    def _checked(self) -> "PortMapping":
+        for key, port in (("hostPort", self.host_port), ("containerPort", self.container_port)):
+            if not 0 < port <= 65535:
+                raise Invalid("must be a port number from 1 to 65535", field=key)
+        if self.protocol.lower() not in PROTOCOLS:
+            raise Invalid(f"unknown protocol {self.protocol!r}, expected one of "
+                          f"{', '.join(PROTOCOLS)}", field="protocol")
+        self.protocol = self.protocol.lower()
+        return self
 
-def _bad(where: str, msg: str, value: Any = None) -> CNIError:
-    return CNIError(Code.INVALID_NETWORK_CONFIG, f"invalid config: {where}: {msg}",
-                    "" if value is None else repr(value))
-
-
-def _bool(conf: dict, key: str, default: bool) -> bool:
-    value = _get(conf, key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _bad(key, "must be true or false", value)
-    return value
-
-
-def _port(entry: dict, key: str, where: str) -> int:
-    value = _get(entry, key)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 65535:
-        raise _bad(f"{where}.{key}", "must be a port number from 1 to 65535", value)
-    return value
-
-
-def _mapping(entry: Any, where: str) -> Mapping:
-    if not isinstance(entry, dict):
-        raise _bad(where, "must be an object", entry)
-    host_port = _port(entry, "hostPort", where)
-    container_port = _port(entry, "containerPort", where)
-    proto = _get(entry, "protocol")
-    if not isinstance(proto, str) or proto.lower() not in PROTOCOLS:
-        raise _bad(f"{where}.protocol",
-                   f"unknown protocol {proto!r}, expected one of {', '.join(PROTOCOLS)}")
-    host_ip = _get(entry, "hostIP")
-    if host_ip is None:
-        host_ip = ""
-    if not isinstance(host_ip, str):
-        raise _bad(f"{where}.hostIP", "must be an IP address", host_ip)
-    if host_ip:
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip(cls, v: str) -> str:
         try:
-            parse_ip(host_ip)
+            if v:
+                parse_address(v)
         except ValueError:
-            raise _bad(f"{where}.hostIP", f"invalid IP address {host_ip!r}") from None
-    return Mapping(host_port, container_port, proto.lower(), host_ip)
+            raise Invalid(f"invalid IP address {v!r}") from None
+        return v
+
+    def mapping(self) -> Mapping:
+        return Mapping(self.host_port, self.container_port, self.protocol, self.host_ip)
 
 
-def _raw_mappings(conf: dict) -> Any:
-    runtime = _get(conf, "runtimeConfig")
-    if runtime is None:
-        return None
-    if not isinstance(runtime, dict):
-        raise _bad("runtimeConfig", "must be an object", runtime)
-    return _get(runtime, "portMappings")
+class RuntimeConfig(netconf.Model):
+    port_mappings: list[PortMapping] = Field(default_factory=list, alias="portMappings")
 
 
-def _conditions(conf: dict, key: str) -> None:
-    value = _get(conf, key)
-    if value is None:
-        return
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise _bad(key, "must be a list of strings", value)
-    if any(c.strip() for c in value):
-        kind = "iptables matches" if value[0].startswith("-") else "nftables rule text"
-        raise CNIError(Code.UNSUPPORTED_FIELD,
-                       f"{key} is not supported: it holds {kind}, and this implementation "
-                       "builds every rule itself (it has no nft or iptables parser)",
-                       repr(value))
+class Conf(netconf.NetConf):
+    """Every key checked before any kernel work: code 7 naming the field, 2 for what only
+    the iptables backend (or an nft parser) could do."""
+
+    backend: str | None = None
+    external_set_mark_chain: str | None = Field(None, alias="externalSetMarkChain")
+    conditions_v4: list[str] | None = Field(None, alias="conditionsV4")
+    conditions_v6: list[str] | None = Field(None, alias="conditionsV6")
+    snat: bool = True
+    masq_all: bool = Field(False, alias="masqAll")
+    mark_masq_bit: int = Field(DEFAULT_MARK_BIT, alias="markMasqBit")
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str | None) -> str | None:
+        if v is None or v == "nftables":
+            return v
+        if v == "iptables":
+            raise Invalid('"iptables" is not supported: use "nftables" or leave backend unset '
+                          "(the rules then go to nftables table cni_hostport, ip and ip6)",
+                          code=Code.UNSUPPORTED_FIELD,
+                          details="this implementation manages firewall rules over netlink "
+                                  "and never runs the iptables binaries")
+        raise Invalid(f'unknown backend {v!r}, expected "nftables"')
+
+    @field_validator("external_set_mark_chain")
+    @classmethod
+    def _mark_chain(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise Invalid("not supported: it names an iptables chain, and the nftables "
+                          "backend masquerades without marks", code=Code.UNSUPPORTED_FIELD)
+        return v
+
+    @field_validator("conditions_v4", "conditions_v6")
+    @classmethod
+    def _conditions(cls, v: list[str] | None) -> list[str] | None:
+        if v and any(c.strip() for c in v):
+            kind = "iptables matches" if v[0].startswith("-") else "nftables rule text"
+            raise Invalid(f"not supported: it holds {kind}, and this implementation builds "
+                          "every rule itself (it has no nft or iptables parser)",
+                          code=Code.UNSUPPORTED_FIELD, details=repr(v))
+        return v
+
+    @field_validator("mark_masq_bit")
+    @classmethod
+    def _mark_bit(cls, v: int) -> int:
+        if not 0 <= v <= 31:
+            raise Invalid("must be between 0 and 31")
+        return v
+
+    @property
+    def mappings(self) -> list[Mapping]:
+        return [m.mapping() for m in self.runtime_config.port_mappings]
 
 
-def _backend(conf: dict) -> None:
-    backend = _get(conf, "backend")
-    if backend is None or backend == "nftables":
-        return
-    if backend == "iptables":
-        raise CNIError(Code.UNSUPPORTED_FIELD,
-                       'backend "iptables" is not supported: use "nftables" or leave backend '
-                       "unset (the rules then go to nftables table cni_hostport, ip and ip6)",
-                       "this implementation manages firewall rules over netlink and never "
-                       "runs the iptables binaries")
-    raise _bad("backend", f'unknown backend {backend!r}, expected "nftables"')
+class AnyMappings(netconf.Model):
+    port_mappings: list[Any] = Field(default_factory=list, alias="portMappings")
+
+
+class Teardown(netconf.Model):
+    """What DEL reads: whether mappings were configured, whatever they hold."""
+
+    runtime_config: AnyMappings = Field(default_factory=AnyMappings, alias="runtimeConfig")
 
 
 def load_conf(args: CmdArgs) -> Conf:
-    """Every key checked before any kernel work: code 7 naming the field, 2 for what
-    only the iptables backend (or an nft parser) could do."""
-    conf = args.conf
-    _backend(conf)
-    if _get(conf, "externalSetMarkChain") is not None:
-        raise CNIError(Code.UNSUPPORTED_FIELD,
-                       "externalSetMarkChain is not supported: it names an iptables chain, "
-                       "and the nftables backend masquerades without marks")
-    _conditions(conf, "conditionsV4")
-    _conditions(conf, "conditionsV6")
-    out = Conf(snat=_bool(conf, "snat", True), masq_all=_bool(conf, "masqAll", False))
-    bit = _get(conf, "markMasqBit")
-    if bit is not None:
-        if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 31:
-            raise _bad("markMasqBit", "must be between 0 and 31", bit)
-        out.mark_masq_bit = bit
-    raw = _raw_mappings(conf)
-    if raw is not None:
-        if not isinstance(raw, list):
-            raise _bad("runtimeConfig.portMappings", "must be a list", raw)
-        out.mappings = [_mapping(e, f"runtimeConfig.portMappings[{i}]")
-                        for i, e in enumerate(raw)]
-    return out
+    return netconf.load(args, Conf)
 
 
 def container_ips(result: Result, ifname: str) -> list[str]:
@@ -183,7 +167,8 @@ def container_ips(result: Result, ifname: str) -> list[str]:
             if plen and not 0 <= int(plen) <= (32 if version == 4 else 128):
                 raise ValueError(plen)
         except ValueError:
-            raise _bad("prevResult.ips", f"invalid address {ip.address!r}") from None
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid config: prevResult.ips: invalid address {ip.address!r}") from None
         found[ip.family] = ip.address
     return [found[v] for v in (4, 6) if v in found]
 
@@ -267,9 +252,9 @@ def cmd_del(args: CmdArgs) -> None:
     """Needs neither the netns nor prevResult, and no valid mapping: the rules are found
     by the container ID. As in Go, a config without mappings installed nothing."""
     try:
-        raw = _raw_mappings(args.conf)
+        raw = bool(netconf.load(args, Teardown).runtime_config.port_mappings)
     except CNIError:
-        raw = None
+        raw = False
     if not raw:
         return
     from ..net.firewall import hostport

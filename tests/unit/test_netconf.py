@@ -162,7 +162,7 @@ def test_validation_error_names_the_field(conf: dict, where: str) -> None:
     assert e.value.code == Code.INVALID_NETWORK_CONFIG
     assert e.value.msg.startswith(f"invalid config: {where}: ")
     assert "\n" not in e.value.msg
-    assert e.value.details.startswith(f"{where}: ")
+    assert e.value.details == ""                # one problem: msg says it all
 
 
 def test_several_errors_are_counted_and_detailed() -> None:
