@@ -8,8 +8,9 @@ as no-ops. It never reads the environment or stdin, prints, or exits: this modul
     run("loopback", environ, stdin, exe)  # -> (exit code, stdout text); no process I/O
     execute("host-local", args)           # -> Result | None, raises CNIError (delegation)
 
-Everything here is checked before the plugin module is imported, so VERSION and every
-error in the request cost no pydantic or pyroute2 import.
+The protocol (environment, the JSON object, name, cniVersion) is checked here, before
+the plugin module is imported; the plugin reads its own keys through its `Conf` model
+(netconf). VERSION imports no plugin module.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from . import __version__, plugins, version
-from .errors import CNIError, Code
+from .errors import CNIError, Code, json_kind
 
 if TYPE_CHECKING:
     from .types import Result
@@ -62,9 +63,13 @@ def validate_ifname(value: str) -> None:
 
 
 def validate_network_name(value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise CNIError(Code.DECODING_FAILURE,
+                       f"error unmarshall network config: name: expected a string, "
+                       f"got {json_kind(value)}")
     if not value:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "missing network name")
-    if not isinstance(value, str) or not _ID.match(value):
+    if not _ID.match(value):
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid characters found in network name",
                        str(value))
 
@@ -128,11 +133,10 @@ class CmdArgs:
         self.cni_version = version.CURRENT  # reconciled version of this request
 
     def replace(self, **changes: Any) -> "CmdArgs":
-        new = CmdArgs(**{k: getattr(self, k) for k in (
-            "command", "container_id", "netns", "ifname", "args", "path", "netns_override",
-            "stdin", "exe")})
-        for k, v in changes.items():
-            setattr(new, k, v)
+        """A copy with `changes`: every slot, the decoded config and version included."""
+        new = CmdArgs()
+        for k in self.__slots__:
+            setattr(new, k, changes[k] if k in changes else getattr(self, k))
         return new
 
     def prev_result(self) -> "Result | None":
@@ -194,6 +198,10 @@ def prepare(args: CmdArgs, supported: tuple[str, ...] = version.ALL) -> None:
         raise CNIError(Code.DECODING_FAILURE,
                        "error unmarshall network config: expected a JSON object")
     args.conf = conf
+    raw_version = conf.get("cniVersion")
+    if raw_version is not None and not isinstance(raw_version, str):
+        raise CNIError(Code.DECODING_FAILURE, f"error unmarshall network config: cniVersion: "
+                       f"expected a string, got {json_kind(raw_version)}")
     validate_network_name(conf.get("name"))
     for name, attr, required, check in ENV:
         value = getattr(args, attr)

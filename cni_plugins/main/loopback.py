@@ -6,6 +6,7 @@ DEL succeeds when the namespace is already gone or CNI_NETNS is empty.
 
 from __future__ import annotations
 
+from .. import netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
@@ -13,6 +14,10 @@ from ..skel import CmdArgs
 from ..types import Interface, IPConfig, Result
 
 LO = "lo"
+
+
+class Conf(netconf.NetConf):
+    """Nothing of its own: the protocol's keys (checked by `cni-plugins validate`)."""
 
 
 def _lo(nl: Netlink):

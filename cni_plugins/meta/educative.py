@@ -4,7 +4,11 @@ with to the file named by `cniOutput` and passes the previous result on unchange
 from __future__ import annotations
 
 
+from pydantic import Field
+
+from .. import netconf
 from ..errors import CNIError, Code
+from ..netconf import AbsPath
 from ..skel import CmdArgs
 from ..types import Result
 
@@ -20,12 +24,14 @@ StdinData: {stdin}
 """
 
 
+class Conf(netconf.NetConf):
+    cni_output: AbsPath = Field("", alias="cniOutput")
+
+
 def _log(args: CmdArgs) -> None:
-    path = args.conf.get("cniOutput")
+    path = netconf.load(args, Conf).cni_output
     if not path:
         return
-    if not isinstance(path, str):
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: cniOutput: must be a path")
     text = BLOCK.format(command=args.command, args=args, stdin=args.stdin.decode(errors="replace"))
     try:
         with open(path, "a", encoding="utf-8") as f:

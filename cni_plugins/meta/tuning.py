@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from .. import netconf
+from ..netconf import AbsPath
 from ..errors import CNIError, Code, kernel_errors
 from ..net import sysctl
 from ..net.netlink import IFF_ALLMULTI, IFF_PROMISC, Link, Netlink
@@ -33,7 +34,7 @@ CNI_ARG_KEYS = ("MAC", "IP", "K8S_POD_NAME", "K8S_POD_NAMESPACE",
 
 
 class Conf(netconf.NetConf):
-    data_dir: str = Field(DEFAULT_DATA_DIR, alias="dataDir")
+    data_dir: AbsPath = Field(DEFAULT_DATA_DIR, alias="dataDir")
     sysctl: dict[str, str] = Field(default_factory=dict)
     mac: str = ""
     promisc: bool = False
@@ -46,6 +47,7 @@ def load_conf(args: CmdArgs) -> Conf:
     """Static config, then CNI_ARGS MAC, runtimeConfig.mac, and args.cni.* on top (Go's
     order)."""
     conf = netconf.load(args, Conf)
+    conf.data_dir = conf.data_dir or DEFAULT_DATA_DIR          # "" is the default, as in Go
     mac = netconf.parse_cni_args(args.args, known=CNI_ARG_KEYS).get("MAC")
     if mac:
         conf.mac = mac
@@ -55,7 +57,7 @@ def load_conf(args: CmdArgs) -> Conf:
     if isinstance(cni, dict):
         overlay = netconf.load({k: v for k, v in cni.items()
                                 if k in ("sysctl", "mac", "promisc", "mtu", "allmulti", "txQLen")},
-                               Conf)
+                               Conf, prefix="args.cni")
         fields = overlay.model_fields_set
         if "sysctl" in fields:
             conf.sysctl.update(overlay.sysctl)

@@ -213,13 +213,22 @@ def test_missing_name(name: str | None) -> None:
     assert r.out["msg"] == "missing network name"
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "-lead", ".hidden", "sp ace", "x;y", "net\n",
-                                  5, ["n"]])
+@pytest.mark.parametrize("name", ["../x", "a/b", "-lead", ".hidden", "sp ace", "x;y", "net\n"])
 def test_bad_network_name(name: Any) -> None:
     r = call(Env(), conf(name=name))
     assert r.code == Code.INVALID_NETWORK_CONFIG
     assert r.out["msg"] == "invalid characters found in network name"
     assert r.out["details"] == str(name)
+
+
+@pytest.mark.parametrize(("name", "kind"), [(5, "a number"), (["n"], "a list"),
+                                            (True, "a boolean"), ({}, "an object")])
+def test_network_name_of_the_wrong_type(name: Any, kind: str) -> None:
+    """Not a string: a decoding failure naming the key (Go's skel: code 6), not a name
+    with invalid characters."""
+    r = call(Env(), conf(name=name))
+    assert r.code == Code.DECODING_FAILURE
+    assert r.out["msg"] == f"error unmarshall network config: name: expected a string, got {kind}"
 
 
 @pytest.mark.parametrize("name", ["a", "net-1", "my_net.v2", "0net"])
@@ -267,7 +276,17 @@ def test_validators_run_for_optional_variables_when_set() -> None:
 # --- versions -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("v", ["9.9.9", "abc", "1.1", "0.5.0", "", 1, None])
+@pytest.mark.parametrize(("v", "kind"), [(1, "a number"), (1.0, "a number"),
+                                         (["1.0.0"], "a list"), (True, "a boolean")])
+def test_cni_version_of_the_wrong_type(v: Any, kind: str) -> None:
+    """A number where a string is expected is a decoding failure (6), not "incompatible"."""
+    r = call(Env(), conf(v))
+    assert r.code == Code.DECODING_FAILURE
+    assert r.out["msg"] == ("error unmarshall network config: cniVersion: expected a string, "
+                            f"got {kind}")
+
+
+@pytest.mark.parametrize("v", ["9.9.9", "abc", "1.1", "0.5.0", "", None])
 def test_unknown_cni_version(v: Any) -> None:
     c = conf()
     c["cniVersion"] = v
@@ -547,4 +566,15 @@ def test_cmd_args_replace_keeps_the_request() -> None:
     assert (b.command, b.stdin) == ("DEL", b"{\"x\": 1}")
     assert (b.container_id, b.netns, b.ifname, b.args, b.path, b.netns_override, b.exe) == (
         "c", "/n", "eth0", "A=1", "/p", "1", "/bin/x")
+    assert a.command == "ADD"
+
+
+def test_replace_copies_the_decoded_config_and_version() -> None:
+    """The rollback DEL after a failed result conversion is args.replace(command="DEL"):
+    it must carry the request's config, not an empty one."""
+    a = CmdArgs(command="ADD", container_id="c", stdin=b'{"name": "n"}')
+    a.conf, a.cni_version = {"name": "n", "macspoofchk": True}, "0.2.0"
+    d = a.replace(command="DEL")
+    assert (d.command, d.container_id, d.stdin, d.conf, d.cni_version) == (
+        "DEL", "c", b'{"name": "n"}', a.conf, "0.2.0")
     assert a.command == "ADD"

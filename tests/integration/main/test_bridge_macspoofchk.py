@@ -60,3 +60,22 @@ def test_spoofed_frames_dropped_and_rules_removed(make_netns, run, tmp_path):
     assert not [i for i in items if "rule" in i
                 and i["rule"].get("comment") == "macspoofchk-ctr-a-eth0"]
     other.sh("ping", "-c1", "-W2", "10.93.0.1")             # the other pod unaffected
+
+
+def test_result_conversion_failure_rolls_back_with_the_real_config(make_netns, run, tmp_path):
+    """An L2-only result cannot be said at 0.2.0: skel undoes the ADD with a DEL, and that
+    DEL must see the request's config (it used to get an empty one: default bridge, no
+    macspoofchk, so the pod's rules and chains stayed)."""
+    host, pod = make_netns(), make_netns()
+    c = {"cniVersion": "0.2.0", "name": "spoofnet", "type": "bridge", "bridge": "spbr0",
+         "macspoofchk": True}
+    r = run("bridge", "ADD", c, netns=pod.path, host=host, container_id="ctr-l2")
+    assert r.rc == 1, r.raw
+    assert "0.2.0" in r.out["msg"] or "address" in r.out["msg"], r.out
+    items = json.loads(host.sh("nft", "-j", "list", "ruleset", "bridge"))["nftables"]
+    assert not [i for i in items if "chain" in i and "ctr-l2" in i["chain"]["name"]]
+    assert not [i for i in items if "rule" in i
+                and "ctr-l2" in (i["rule"].get("comment") or "")]
+    assert [l for l in pod.sh("ip", "-o", "link").splitlines() if ": lo:" not in l] == []
+    host_links = host.sh("ip", "-o", "link", "show", "type", "veth")
+    assert host_links.strip() == "", host_links

@@ -606,6 +606,8 @@ BAD = [
     ({"args": {"cni": {"sysctl": {"kernel.hostname": "x"}}}}, "kernel.hostname"),
     ({"mac": "zz"}, "mac"),
     ({"runtimeConfig": {"mac": "0a:58:0a:4d:00:99:01"}}, "mac"),
+    ({"dataDir": "tuning-backups"}, "dataDir: 'tuning-backups' is not an absolute path"),
+    ({"args": {"cni": {"mtu": "9000"}}}, "args.cni.mtu: expected an integer, got a string"),
 ]
 
 
