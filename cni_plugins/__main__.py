@@ -6,6 +6,8 @@
     cni-plugins install --dir DIR         one symlink per type (see install.py)
     cni-plugins cnitool ARGS              cnitool (also by a link named cnitool: --cnitool PATH)
     cni-plugins serve [--status]          the resident server the plugins hand work to
+    cni-plugins validate PATH...          check configs offline, as libcni would load them
+    cni-plugins schema TYPE               the JSON Schema of plugin TYPE's config
 
 The runtime execs the native shim (build/shim/cni-shim.c) that the links point at; it hands
 the request to `cni-plugins serve` and execs this program, standalone, when no server can
@@ -38,6 +40,8 @@ def usage() -> str:
     return ("usage: cni-plugins TYPE            run plugin TYPE (CNI_* in the environment)\n"
             "       cni-plugins install --dir DIR [--force|--uninstall|--list] [--cnitool PATH]\n"
             "       cni-plugins cnitool ...       cnitool (also through a link named cnitool)\n"
+            "       cni-plugins validate PATH...  check .conflist/.conf/.json files or dirs offline\n"
+            "       cni-plugins schema TYPE       the JSON Schema of plugin TYPE's config\n"
             "       or call through a symlink named after the plugin type\n\n"
             "plugin types:\n" + "".join(f"  {n}\n" for n in plugins.names()))
 
@@ -60,6 +64,11 @@ def main() -> None:
         from .install import cli
 
         cli.main(args=args[1:], prog_name="cni-plugins install", standalone_mode=True)
+    if args[0] in ("validate", "schema"):
+        from . import confcheck
+
+        cli = confcheck.validate_cli if args[0] == "validate" else confcheck.schema_cli
+        cli.main(args=args[1:], prog_name=f"cni-plugins {args[0]}", standalone_mode=True)
     if args[0] == "serve":
         from . import serve
 

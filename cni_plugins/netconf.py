@@ -16,7 +16,10 @@ The decoder's rules, once for every plugin:
 A validator raises `Invalid(msg, field=…)` (a ValueError): code 7, or `code=2` for a value
 we understand but do not implement; `field` names a key under the validated value, so a
 model-level check can still point at "ipam.ranges[0][0].rangeEnd".
-JSON is camelCase, Python snake_case (aliases). Every model is built once, at import.
+A plugin's model is `Conf` in its module (`cni-plugins schema TYPE` prints its JSON Schema);
+its optional `check()` holds what ADD refuses beyond the types and is run by
+`cni-plugins validate` too. JSON is camelCase, Python snake_case (aliases). Every model
+is built once, at import.
 """
 
 from __future__ import annotations

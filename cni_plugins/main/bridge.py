@@ -90,15 +90,20 @@ class Conf(netconf.NetConf):
         return sorted(vids)
 
 
+    def check(self) -> None:
+        """What ADD refuses beyond the types, before anything is created."""
+        self.trunk_vlans()
+        if self.vlan and len(f"{self.bridge}.{self.vlan}") > 15:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid config: bridge: {self.bridge!r}.{self.vlan} is too long "
+                           "for the VLAN gateway interface")
+        if self.ip_masq:
+            firewall.select(self.ip_masq_backend)
+
+
 def load_conf(args: CmdArgs) -> Conf:
     conf = netconf.load(args, Conf)
-    conf.trunk_vlans()                  # validate now, before anything is created
-    if conf.vlan and len(f"{conf.bridge}.{conf.vlan}") > 15:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       f"invalid config: bridge: {conf.bridge!r}.{conf.vlan} is too long "
-                       "for the VLAN gateway interface")
-    if conf.ip_masq:
-        firewall.select(conf.ip_masq_backend)   # refuse a bad backend before any change
+    conf.check()
     return conf
 
 

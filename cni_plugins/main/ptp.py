@@ -30,13 +30,18 @@ class Conf(netconf.NetConf):
     ip_masq_backend: str | None = Field(None, alias="ipMasqBackend")
     mtu: int = Field(0, ge=0)
 
+    def check(self) -> None:
+        """What ADD refuses beyond the types, before anything is created."""
+        if not self.ipam.type:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           "invalid config: ipam.type: ptp needs IPAM")
+        if self.ip_masq:
+            firewall.select(self.ip_masq_backend)
+
 
 def load_conf(args: CmdArgs) -> Conf:
     conf = netconf.load(args, Conf)
-    if not conf.ipam.type:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "invalid config: ipam.type: ptp needs IPAM")
-    if conf.ip_masq:
-        firewall.select(conf.ip_masq_backend)   # refuse a bad backend before any change
+    conf.check()
     return conf
 
 
