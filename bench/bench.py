@@ -111,8 +111,8 @@ CASES: list[Case] = [
     Case("error: bad cniVersion", "loopback", ("ADD",), _loopback_conf("9.9.9"),
          env={"CNI_NETNS": f"{NETNS_DIR}/{PREFIX}absent"},
          expect={"ADD": Expect(1, 1)}),
-    # A config the plugin's own parser refuses (ours: 7, Go's: 999). portmap reads its
-    # config with the stdlib; bridge's is a pydantic model, so this is pydantic's import.
+    # A config the plugin's model refuses (ours: 7, Go's: 999); both are pydantic models
+    # on netconf, so standalone this includes pydantic's import (served: paid once).
     Case("error: portmap hostPort 0", "portmap", ("ADD",),
          {"cniVersion": "1.0.0", "name": "bench-pm", "type": "portmap",
           "runtimeConfig": {"portMappings": [{"hostPort": 0, "containerPort": 80,
