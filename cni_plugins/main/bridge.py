@@ -204,14 +204,6 @@ def ensure_vlan_gateway(host: Netlink, host_ns: NetNS, br: Link, conf: Conf) -> 
     return gw
 
 
-def enable_forwarding(family: int) -> None:
-    with kernel_errors("enable IP forwarding"):
-        if family == 4:
-            sysctl.ensure("net/ipv4/ip_forward", "1")
-        else:
-            sysctl.ensure("net/ipv6/conf/all/forwarding", "1")
-
-
 def _drop_gateway_if_unused(host: Netlink, br_name: str, cidr: str, own_port: str) -> None:
     br = host.link(br_name)
     if br is None:
@@ -289,7 +281,7 @@ def cmd_add(args: CmdArgs) -> Result:
                                        conf.force_address):
                     undo.callback(_drop_gateway_if_unused, host, gw_dev.name, cidr, host_name)
             for family in sorted({ipaddress.ip_interface(g).version for g in gateways}):
-                enable_forwarding(family)
+                sysctl.enable_forwarding(family)
             checkpoint("gateway")
 
             if conf.ip_masq:

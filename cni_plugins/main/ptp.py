@@ -22,7 +22,6 @@ from ..net.netns import NetNS
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
-from .bridge import enable_forwarding
 
 
 class Conf(netconf.NetConf):
@@ -77,7 +76,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 raise CNIError(Code.INVALID_NETWORK_CONFIG,
                                f"IPAM result has no gateway for {ip.address}: ptp needs one")
         for family in sorted({ip.family for ip in result.ips}):
-            enable_forwarding(family)
+            sysctl.enable_forwarding(family)
 
         ctr_ns = undo.enter_context(NetNS.open(args.netns))
         host_ns = undo.enter_context(NetNS.current())
