@@ -10,7 +10,6 @@ A failed ADD undoes each step it completed, in reverse.
 from __future__ import annotations
 
 import ipaddress
-from contextlib import ExitStack
 from pydantic import Field, field_validator, model_validator
 
 from .. import invoke, netconf
@@ -19,6 +18,7 @@ from ..net import firewall, link, sysctl
 from ..net.iface import check_addresses, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result, Route
@@ -217,36 +217,31 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     mac = requested_mac(conf, args)
     l3 = bool(conf.ipam.type)
-    # `undo` is entered last so that it unwinds first, while the host socket is still open
-    with NetNS.open(args.netns) as ctr_ns, NetNS.current() as host_ns, Netlink() as host, \
-            ExitStack() as undo:
-        with ctr_ns.enter():
-            ctr = Netlink()
-        undo.callback(ctr.close)
-
+    with open_sockets(args.netns) as nl, Rollback() as undo:
         trunk = conf.trunk_vlans()
-        br = link.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
+        br = link.ensure_bridge(nl.host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
                                 vlan_filtering=bool(conf.vlan or trunk))
         checkpoint("bridge")
 
-        with ctr_ns.enter():
-            host_name, cv = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
-            undo.callback(ctr.link_del_by_name, args.ifname)
+        with nl.ctr_ns.enter():
+            host_name, cv = link.create_veth(nl.ctr, args.ifname, nl.host_ns, mtu=conf.mtu,
+                                             mac=mac)
+            undo.callback(nl.ctr.link_del_by_name, args.ifname)
             if not l3 and not conf.disable_container_interface:
                 with kernel_errors(f"set {args.ifname!r} up"):
-                    ctr.link_set(cv.index, up=True)
+                    nl.ctr.link_set(cv.index, up=True)
         checkpoint("veth")
 
         sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
         with kernel_errors(f"connect {host_name!r} to bridge {conf.bridge!r}"):
-            host.link_set(host_name, master=br.index, up=True)
-            host.link_set(host_name, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
-                                           ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
+            nl.host.link_set(host_name, master=br.index, up=True)
+            nl.host.link_set(host_name, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
+                                              ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
         if conf.vlan or trunk:
-            hv = host.link(host_name)
+            hv = nl.host.link(host_name)
             if hv is None:
                 raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
-            setup_port_vlans(host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
+            setup_port_vlans(nl.host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
         if conf.macspoofchk:
             from ..net.firewall import spoofcheck
 
@@ -264,22 +259,24 @@ def cmd_add(args: CmdArgs) -> Result:
             result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
             gateways = plan_gateways(conf, result)
 
-            with ctr_ns.enter():
+            with nl.ctr_ns.enter():
                 dad = "1" if conf.enabledad else "0"
                 sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", dad)
                 if conf.enabledad:
                     sysctl.try_set(f"net/ipv6/conf/{args.ifname}/enhanced_dad", "1")
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
-                configure_iface(ctr, args.ifname, result, dad=conf.enabledad, index=cv.index)
+                configure_iface(nl.ctr, args.ifname, result, dad=conf.enabledad,
+                                index=cv.index)
             checkpoint("address")
 
             gw_dev = br
             if gateways and conf.vlan:
-                gw_dev = ensure_vlan_gateway(host, host_ns, br, conf)
+                gw_dev = ensure_vlan_gateway(nl.host, nl.host_ns, br, conf)
             for cidr in gateways:
-                if ensure_gateway_addr(host, gw_dev.index, gw_dev.name, cidr,
+                if ensure_gateway_addr(nl.host, gw_dev.index, gw_dev.name, cidr,
                                        conf.force_address):
-                    undo.callback(_drop_gateway_if_unused, host, gw_dev.name, cidr, host_name)
+                    undo.callback(_drop_gateway_if_unused, nl.host, gw_dev.name, cidr,
+                                  host_name)
             for family in sorted({ipaddress.ip_interface(g).version for g in gateways}):
                 sysctl.enable_forwarding(family)
             checkpoint("gateway")
@@ -292,13 +289,11 @@ def cmd_add(args: CmdArgs) -> Result:
                               args.container_id)
                 checkpoint("masquerade")
 
-        hv = link.wait_oper_up(host, host_name)
+        hv = link.wait_oper_up(nl.host, host_name)
         result.interfaces[1].mac = hv.mac
-        result.interfaces[0].mac = (host.link(conf.bridge) or br).mac
+        result.interfaces[0].mac = (nl.host.link(conf.bridge) or br).mac
         if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
             result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
         return result
 
 

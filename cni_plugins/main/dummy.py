@@ -9,8 +9,6 @@ CHECK prevResult's interface is a dummy with prevResult's addresses and routes
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 from .. import invoke
 from ..errors import CNIError, Code
 from ..ipam._conf import Reader
@@ -18,6 +16,7 @@ from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -35,12 +34,9 @@ def read_ipam_type(args: CmdArgs) -> str:
 
 def cmd_add(args: CmdArgs) -> Result:
     ipam_type = read_ipam_type(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        sublink.ensure_free(ctr, args.ifname)
-        dm = sublink.create_renamed(ctr, ctr, ctr_ns, args.ifname, "dummy", undo)
+    with open_sockets(args.netns, host=False) as nl, Rollback() as undo:
+        sublink.ensure_free(nl.ctr, args.ifname)
+        dm = sublink.create_renamed(nl.ctr, nl.ctr, nl.ctr_ns, args.ifname, "dummy", undo)
         checkpoint("link")
         result = Result(interfaces=[Interface(name=args.ifname, mac=dm.mac, sandbox=args.netns)])
 
@@ -48,12 +44,9 @@ def cmd_add(args: CmdArgs) -> Result:
         result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
         for ip in result.ips:
             ip.interface = 0
-        with ctr_ns.enter():
-            configure_iface(ctr, args.ifname, result)
+        with nl.ctr_ns.enter():
+            configure_iface(nl.ctr, args.ifname, result)
         checkpoint("address")
-        undo.pop_all()
-        ctr.close()
-        ctr_ns.close()
         return result
 
 

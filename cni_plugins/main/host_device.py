@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .. import invoke
@@ -28,6 +27,7 @@ from ..ipam._conf import Reader, read_dns
 from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import DNS, Interface, Result
@@ -145,7 +145,7 @@ def find_host_device(nl: Netlink, field: str, key: str, value: str) -> Link:
 
 
 def move_in(host: Netlink, ctr: Netlink, ctr_ns: NetNS, dev: Link, ifname: str,
-            undo: ExitStack, host_fd: int) -> Link:
+            undo: Rollback, host_fd: int) -> Link:
     """Move `dev` into the container, alias = its host name, renamed to `ifname`, up;
     `undo` gets the way back as soon as the link has crossed."""
     with kernel_errors(f"move {dev.name!r} into netns {ctr_ns.path!r}"):
@@ -187,20 +187,16 @@ def move_out(ctr: Netlink, index: int, fallback_name: str, host_ns_fd: int) -> N
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     field, key, value = selector(conf)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        host_ns = undo.enter_context(NetNS.current())
-        host = undo.enter_context(Netlink())
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
+    with open_sockets(args.netns) as nl, Rollback() as undo:
         result = Result()
         if not userspace_driver(key, value):
-            dev = find_host_device(host, field, key, value)
+            dev = find_host_device(nl.host, field, key, value)
             for clash in (args.ifname, dev.name):
-                if ctr.link(clash) is not None:
+                if nl.ctr.link(clash) is not None:
                     raise CNIError(Code.INTERNAL,
                                    f"interface {clash!r} already exists in the container")
-            moved = move_in(host, ctr, ctr_ns, dev, args.ifname, undo, host_ns.fd)
+            moved = move_in(nl.host, nl.ctr, nl.ctr_ns, dev, args.ifname, undo,
+                            nl.host_ns.fd)
             checkpoint("move")
             result.interfaces = [Interface(name=moved.name, mac=moved.mac, sandbox=args.netns)]
 
@@ -210,13 +206,10 @@ def cmd_add(args: CmdArgs) -> Result:
             for ip in result.ips:
                 ip.interface = 0
             if result.interfaces:
-                with ctr_ns.enter():
-                    configure_iface(ctr, args.ifname, result)
+                with nl.ctr_ns.enter():
+                    configure_iface(nl.ctr, args.ifname, result)
                 checkpoint("address")
             result.dns = conf.dns
-        undo.pop_all()
-        for handle in (ctr, host, host_ns, ctr_ns):
-            handle.close()
         return result
 
 

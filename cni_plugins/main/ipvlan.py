@@ -14,7 +14,6 @@ CHECK prevResult's interface is an ipvlan in this mode (on `master`, when config
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .. import invoke
@@ -24,6 +23,7 @@ from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import DNS, Interface, Result
@@ -70,15 +70,11 @@ def addresses_from(conf: Conf, args: CmdArgs) -> "Result | None":
 def cmd_add(args: CmdArgs) -> Result:
     conf = read_conf(args)
     chained = addresses_from(conf, args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        host = undo.enter_context(Netlink())
-        maker = ctr if conf.link_in_container else host
+    with open_sockets(args.netns) as nl, Rollback() as undo:
+        maker = nl.ctr if conf.link_in_container else nl.host
         master, _ = sublink.resolve_master(conf, args, maker)
-        sublink.ensure_free(ctr, args.ifname)
-        iv = sublink.create_renamed(maker, ctr, ctr_ns, args.ifname, "ipvlan", undo,
+        sublink.ensure_free(nl.ctr, args.ifname)
+        iv = sublink.create_renamed(maker, nl.ctr, nl.ctr_ns, args.ifname, "ipvlan", undo,
                                     parent=master, mtu=conf.mtu,
                                     data=[("IFLA_IPVLAN_MODE", MODES[conf.mode])])
         checkpoint("link")
@@ -91,14 +87,10 @@ def cmd_add(args: CmdArgs) -> Result:
         result.ips, result.routes = addrs.ips, addrs.routes
         for ip in result.ips:
             ip.interface = 0
-        with ctr_ns.enter():
-            configure_iface(ctr, args.ifname, result)
+        with nl.ctr_ns.enter():
+            configure_iface(nl.ctr, args.ifname, result)
         checkpoint("address")
         result.dns = conf.dns
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
         return result
 
 

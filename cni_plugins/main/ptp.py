@@ -9,7 +9,6 @@ DEL  IPAM DEL -> container interface -> masquerade rules
 from __future__ import annotations
 
 import ipaddress
-from contextlib import ExitStack
 
 from pydantic import Field
 
@@ -19,6 +18,7 @@ from ..net import firewall, link, sysctl
 from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -69,7 +69,7 @@ def setup_host_veth(host: Netlink, hv: Link, result: Result) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
+    with open_sockets(args.netns) as nl, Rollback() as undo:
         result = invoke.ipam_add(conf.ipam.type, args, undo)
         for ip in result.ips:
             if not ip.gateway:
@@ -78,30 +78,26 @@ def cmd_add(args: CmdArgs) -> Result:
         for family in sorted({ip.family for ip in result.ips}):
             sysctl.enable_forwarding(family)
 
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        host_ns = undo.enter_context(NetNS.current())
-        host = undo.enter_context(Netlink())
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-            host_name, cv = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu)
-            undo.callback(ctr.link_del_by_name, args.ifname)
+        with nl.ctr_ns.enter():
+            host_name, cv = link.create_veth(nl.ctr, args.ifname, nl.host_ns, mtu=conf.mtu)
+            undo.callback(nl.ctr.link_del_by_name, args.ifname)
             checkpoint("veth")
             for ip in result.ips:
                 ip.interface = 1
             result.interfaces = [Interface(name=host_name),
                                  Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)]
             sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
-            configure_iface(ctr, args.ifname, result, index=cv.index)
-            setup_container_routes(ctr, cv.index, result)
+            configure_iface(nl.ctr, args.ifname, result, index=cv.index)
+            setup_container_routes(nl.ctr, cv.index, result)
             checkpoint("address")
 
-        hv = host.link(host_name)
+        hv = nl.host.link(host_name)
         if hv is None:
             raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
         with kernel_errors(f"set {host_name!r} up"):
-            host.link_set(hv.index, up=True)
+            nl.host.link_set(hv.index, up=True)
         sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
-        setup_host_veth(host, hv, result)
+        setup_host_veth(nl.host, hv, result)
         result.interfaces[0].mac = hv.mac
         checkpoint("host")
 
@@ -114,11 +110,6 @@ def cmd_add(args: CmdArgs) -> Result:
 
         if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
             result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
-        host_ns.close()
         return result
 
 

@@ -10,7 +10,6 @@ DEL  IPAM DEL -> the tap; succeeds when the netns or the link is gone
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .. import invoke
@@ -20,6 +19,7 @@ from ..net import link, sublink, sysctl, tuntap
 from ..net.iface import check_addresses, check_routes, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs, parse_cni_args
 from ..testing import checkpoint
 from ..types import DNS, Interface, Result
@@ -85,7 +85,7 @@ def load_conf(args: CmdArgs) -> Conf:
     return conf
 
 
-def create_tap(ctr: Netlink, ctr_ns: NetNS, conf: Conf, ifname: str, undo: ExitStack) -> int:
+def create_tap(ctr: Netlink, ctr_ns: NetNS, conf: Conf, ifname: str, undo: Rollback) -> int:
     """The tap `ifname` in the container, configured but down; returns its ifindex."""
     tmp = link.random_veth_name()
     with ctr_ns.enter():
@@ -116,24 +116,19 @@ def find_bridge(ctr: Netlink, bridge: str) -> Link:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-            if ctr.link(args.ifname) is not None:
-                raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
-            if conf.bridge:
-                find_bridge(ctr, conf.bridge)       # refused before anything exists
-        index = create_tap(ctr, ctr_ns, conf, args.ifname, undo)
+    with open_sockets(args.netns, host=False) as nl, Rollback() as undo:
+        sublink.ensure_free(nl.ctr, args.ifname)
+        if conf.bridge:
+            find_bridge(nl.ctr, conf.bridge)        # refused before anything exists
+        index = create_tap(nl.ctr, nl.ctr_ns, conf, args.ifname, undo)
         checkpoint("tap")
-        with ctr_ns.enter():
-            if conf.bridge:
-                br = find_bridge(ctr, conf.bridge)
-                with kernel_errors(f"set master of {args.ifname!r} to bridge {conf.bridge!r}"):
-                    ctr.link_set(index, master=br.index)
-                checkpoint("bridge")
-            tap = ctr.link_by_index(index)
-            assert tap is not None
+        if conf.bridge:
+            br = find_bridge(nl.ctr, conf.bridge)
+            with kernel_errors(f"set master of {args.ifname!r} to bridge {conf.bridge!r}"):
+                nl.ctr.link_set(index, master=br.index)
+            checkpoint("bridge")
+        tap = nl.ctr.link_by_index(index)
+        assert tap is not None
         result = Result(interfaces=[Interface(name=args.ifname, mac=tap.mac,
                                               sandbox=args.netns)])
 
@@ -142,17 +137,14 @@ def cmd_add(args: CmdArgs) -> Result:
             result.ips, result.routes = ipam.ips, ipam.routes
             for ip in result.ips:
                 ip.interface = 0
-            with ctr_ns.enter():
+            with nl.ctr_ns.enter():
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
-                configure_iface(ctr, args.ifname, result)
+                configure_iface(nl.ctr, args.ifname, result)
             checkpoint("address")
         else:
-            with ctr_ns.enter(), kernel_errors(f"set {args.ifname!r} up"):
-                ctr.link_set(index, up=True)
+            with kernel_errors(f"set {args.ifname!r} up"):
+                nl.ctr.link_set(index, up=True)
         result.dns = conf.dns
-        undo.pop_all()
-        ctr.close()
-        ctr_ns.close()
         return result
 
 

@@ -12,7 +12,6 @@ CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on 
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from .. import invoke
@@ -22,6 +21,7 @@ from ..net import sublink
 from ..net.iface import configure_iface
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import DNS, Interface, Result
@@ -67,15 +67,11 @@ def load_conf(args: CmdArgs) -> Conf:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        host = undo.enter_context(Netlink())
-        maker = ctr if conf.link_in_container else host
+    with open_sockets(args.netns) as nl, Rollback() as undo:
+        maker = nl.ctr if conf.link_in_container else nl.host
         master, master_mtu = sublink.resolve_master(conf, args, maker)
-        sublink.ensure_free(ctr, args.ifname)
-        vl = sublink.create_renamed(maker, ctr, ctr_ns, args.ifname, "vlan", undo,
+        sublink.ensure_free(nl.ctr, args.ifname)
+        vl = sublink.create_renamed(maker, nl.ctr, nl.ctr_ns, args.ifname, "vlan", undo,
                                     parent=master, mtu=conf.mtu or master_mtu,
                                     data=[("IFLA_VLAN_ID", conf.vlan_id)])
         checkpoint("link")
@@ -85,14 +81,10 @@ def cmd_add(args: CmdArgs) -> Result:
         result.ips, result.routes = ipam.ips, ipam.routes
         for ip in result.ips:
             ip.interface = 0
-        with ctr_ns.enter():
-            configure_iface(ctr, args.ifname, result)
+        with nl.ctr_ns.enter():
+            configure_iface(nl.ctr, args.ifname, result)
         checkpoint("address")
         result.dns = conf.dns
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
         return result
 
 

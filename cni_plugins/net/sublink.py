@@ -14,7 +14,6 @@ the host, and a kernel checking names in the wrong netns must never see it.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any
 
 from ..errors import CNIError, Code, kernel_errors
@@ -24,6 +23,7 @@ from .iface import check_addresses, check_routes
 from .link import random_veth_name
 from .netlink import Link, Netlink
 from .netns import NetNS
+from .request import Rollback
 
 
 def default_route_interface(nl: Netlink) -> str:
@@ -69,12 +69,12 @@ def ensure_free(ctr: Netlink, ifname: str) -> None:
 
 
 def create_renamed(maker: Netlink, ctr: Netlink, ctr_ns: NetNS, ifname: str, kind: str,
-                   undo: ExitStack, *, parent: int = 0, mtu: int = 0, mac: str = "",
+                   undo: Rollback, *, parent: int = 0, mtu: int = 0, mac: str = "",
                    data: list | None = None) -> Link:
     """Make a `kind` link for the container under a temporary name and rename it to
     `ifname`. `maker` is the socket whose netns creates it: the container's own (`ctr`)
     or the host's, which moves it into `ctr_ns` on creation. Deleting it is pushed on
-    `undo` before anything else can fail."""
+    `undo` (a Rollback) before anything else can fail."""
     tmp = random_veth_name()
     with kernel_errors(f"create {kind}"):
         made = maker.link_add(tmp, kind, mtu=mtu, mac=mac, parent=parent, data=data,
