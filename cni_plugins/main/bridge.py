@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import check_addresses, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..net.request import Rollback, open_sockets
@@ -321,38 +321,17 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "bridge CHECK: prevResult is required")
     if conf.ipam.type:
         invoke.delegate_check(conf.ipam.type, args)
-    with Netlink() as host:
-        br = host.link(conf.bridge)
+    with open_sockets(args.netns) as nl:
+        br = nl.host.link(conf.bridge)
         if br is None or br.kind != "bridge":
             raise CNIError(Code.INTERNAL, f"bridge {conf.bridge!r} is missing or not a bridge")
-        names = {i.name: i for i in prev.interfaces}
-        ctr_iface = next((i for i in prev.interfaces if i.sandbox), None)
-        if ctr_iface is None:
-            raise CNIError(Code.INTERNAL, "bridge CHECK: no container interface in prevResult")
-        with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-            cv = ctr.link(args.ifname)
-            if cv is None:
-                raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-            if ctr_iface.mac and cv.mac != ctr_iface.mac:
-                raise CNIError(Code.INTERNAL,
-                               f"interface {args.ifname} mac {cv.mac} != expected {ctr_iface.mac}")
-            check_addresses(ctr, cv.index, args.ifname, prev.ips)
-            routes = ctr.routes(4) + ctr.routes(6)
-            for r in prev.routes:
-                if not any(_same_dst(e.dst, r.dst) and (not r.gw or e.gw == r.gw)
-                           for e in routes):
-                    raise CNIError(Code.INTERNAL, f"route {r.dst} missing in container")
-            peer = cv.peer
-        hv = next((l for l in host.links() if l.index == peer), None)
-        if hv is None or hv.master != br.index:
-            raise CNIError(Code.INTERNAL,
-                           f"host end of {args.ifname!r} is not attached to {conf.bridge!r}")
-        if hv.name not in names:
-            raise CNIError(Code.INTERNAL, f"host veth {hv.name!r} not in prevResult")
-
-
-def _same_dst(a: str, b: str) -> bool:
-    return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
+        cv = check_container_link(nl.ctr, prev, args.ifname, args.netns)
+        hv = nl.host.link_by_index(cv.peer) if cv.peer else None
+    if hv is None or hv.master != br.index:
+        raise CNIError(Code.INTERNAL,
+                       f"host end of {args.ifname!r} is not attached to {conf.bridge!r}")
+    if not any(i.name == hv.name and not i.sandbox for i in prev.interfaces):
+        raise CNIError(Code.INTERNAL, f"host veth {hv.name!r} not in prevResult")
 
 
 def cmd_status(args: CmdArgs) -> None:

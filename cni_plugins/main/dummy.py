@@ -13,9 +13,7 @@ from .. import invoke
 from ..errors import CNIError, Code
 from ..ipam._conf import Reader
 from ..net import sublink
-from ..net.iface import configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -62,11 +60,8 @@ def cmd_check(args: CmdArgs) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "dummy CHECK: prevResult is required")
     invoke.delegate_check(ipam_type, args)
-    with NetNS.open(args.netns) as ns:
-        with ns.enter():
-            ctr = Netlink()
-        with ctr:
-            sublink.check_container_link(ctr, args, prev, "dummy")
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns, "dummy")
 
 
 def cmd_status(args: CmdArgs) -> None:

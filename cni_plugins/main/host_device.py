@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
 from ..ipam._conf import Reader, read_dns
-from ..net.iface import check_addresses, check_routes, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..net.request import Rollback, open_sockets
@@ -266,18 +266,6 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "host-device CHECK: prevResult is required")
     if userspace_driver(key, value):
         return
-    want = next((i for i in prev.interfaces if i.name == args.ifname), None)
-    if want is None or want.sandbox != args.netns:
-        raise CNIError(Code.INTERNAL,
-                       f"sandbox in prevResult {want.sandbox if want else ''!r} doesn't match "
-                       f"configured netns {args.netns!r}")
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-        dev = ctr.link(args.ifname)
-        if dev is None:
-            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-        if want.mac and want.mac.lower() != dev.mac.lower():
-            raise CNIError(Code.INTERNAL,
-                           f"interface {args.ifname} mac {dev.mac} != expected {want.mac}")
-        check_addresses(ctr, dev.index, args.ifname, prev.ips)
-        check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns)
 

@@ -20,9 +20,7 @@ from .. import invoke
 from ..errors import CNIError, Code
 from ..ipam._conf import Reader, read_dns
 from ..net import sublink
-from ..net.iface import configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -108,14 +106,11 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "ipvlan CHECK: prevResult is required")
     if conf.ipam_type:
         invoke.delegate_check(conf.ipam_type, args)
-    with Netlink() as host, NetNS.open(args.netns) as ns:
-        with ns.enter():
-            ctr = Netlink()
-        with ctr:
-            # prevResult is now this plugin's own: only a configured master can be checked
-            master = (ctr if conf.link_in_container else host).link(conf.master) \
-                if conf.master else None
-            iv = sublink.check_container_link(ctr, args, prev, "ipvlan")
+    with open_sockets(args.netns) as nl:
+        # prevResult is now this plugin's own: only a configured master can be checked
+        master = (nl.ctr if conf.link_in_container else nl.host).link(conf.master) \
+            if conf.master else None
+        iv = check_container_link(nl.ctr, prev, args.ifname, args.netns, "ipvlan")
     mode = next((m for m, n in MODES.items() if n == iv.data.get("IFLA_IPVLAN_MODE")), "?")
     if mode != conf.mode:
         raise CNIError(Code.INTERNAL,

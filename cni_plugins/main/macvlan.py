@@ -13,9 +13,7 @@ from pydantic import Field, field_validator
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import link, sublink, sysctl
-from ..net.iface import check_addresses, check_routes, configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -109,15 +107,5 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "macvlan CHECK: prevResult is required")
     if conf.ipam.type:
         invoke.delegate_check(conf.ipam.type, args)
-    with NetNS.open(args.netns) as ns:
-        with ns.enter(), Netlink() as ctr:
-            mv = ctr.link(args.ifname)
-            if mv is None or mv.kind != "macvlan":
-                raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a macvlan")
-            want = next((i for i in prev.interfaces if i.name == args.ifname and i.sandbox),
-                        None)
-            if want is not None and want.mac and want.mac != mv.mac:
-                raise CNIError(Code.INTERNAL,
-                               f"interface {args.ifname} mac {mv.mac} != expected {want.mac}")
-            check_addresses(ctr, mv.index, args.ifname, prev.ips)
-            check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns, "macvlan")

@@ -15,7 +15,7 @@ from pydantic import Field
 from .. import invoke, netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import check_addresses, check_routes, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Link, Netlink
 from ..net.netns import NetNS
 from ..net.request import Rollback, open_sockets
@@ -132,18 +132,8 @@ def cmd_check(args: CmdArgs) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "ptp CHECK: prevResult is required")
     invoke.delegate_check(conf.ipam.type, args)
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-        cv = ctr.link(args.ifname)
-        if cv is None:
-            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-        if cv.kind != "veth":
-            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} is not a veth")
-        want = next((i for i in prev.interfaces if i.name == args.ifname and i.sandbox), None)
-        if want is not None and want.mac and want.mac != cv.mac:
-            raise CNIError(Code.INTERNAL,
-                           f"interface {args.ifname} mac {cv.mac} != expected {want.mac}")
-        check_addresses(ctr, cv.index, args.ifname, prev.ips)
-        check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns, "veth")
 
 
 def cmd_status(args: CmdArgs) -> None:

@@ -16,7 +16,7 @@ from .. import invoke
 from ..errors import CNIError, Code, kernel_errors
 from ..ipam._conf import Reader, read_dns
 from ..net import link, sublink, sysctl, tuntap
-from ..net.iface import check_addresses, check_routes, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
 from ..net.request import Rollback, open_sockets
@@ -162,17 +162,7 @@ def cmd_check(args: CmdArgs) -> None:
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "tap CHECK: prevResult is required")
-    want = next((i for i in prev.interfaces if i.name == args.ifname), None)
-    if want is None or want.sandbox != args.netns:
-        raise CNIError(Code.INTERNAL,
-                       f"sandbox in prevResult {want.sandbox if want else ''!r} doesn't match "
-                       f"configured netns {args.netns!r}")
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-        tap = ctr.link(args.ifname)
-        if tap is None or tap.kind != "tun" or tap.data.get("IFLA_TUN_TYPE") != 2:
-            raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a tap")
-        if want.mac and want.mac.lower() != tap.mac.lower():
-            raise CNIError(Code.INTERNAL,
-                           f"interface {args.ifname} mac {tap.mac} != expected {want.mac}")
-        check_addresses(ctr, tap.index, args.ifname, prev.ips)
-        check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        tap = check_container_link(nl.ctr, prev, args.ifname, args.netns, "tun")
+    if tap.data.get("IFLA_TUN_TYPE") != 2:
+        raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} is a tun, not a tap")

@@ -18,9 +18,7 @@ from .. import invoke
 from ..errors import CNIError, Code
 from ..ipam._conf import Reader, read_dns
 from ..net import sublink
-from ..net.iface import configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -101,12 +99,9 @@ def cmd_check(args: CmdArgs) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "vlan CHECK: prevResult is required")
     invoke.delegate_check(conf.ipam_type, args)
-    with Netlink() as host, NetNS.open(args.netns) as ns:
-        with ns.enter():
-            ctr = Netlink()
-        with ctr:
-            master = (ctr if conf.link_in_container else host).link(conf.master)
-            vl = sublink.check_container_link(ctr, args, prev, "vlan")
+    with open_sockets(args.netns) as nl:
+        master = (nl.ctr if conf.link_in_container else nl.host).link(conf.master)
+        vl = check_container_link(nl.ctr, prev, args.ifname, args.netns, "vlan")
     vid = vl.data.get("IFLA_VLAN_ID")
     if vid != conf.vlan_id:
         raise CNIError(Code.INTERNAL,

@@ -1,5 +1,5 @@
 """net/request.py: a request's sockets close whatever happens, its rollback runs only
-when the block raises."""
+when the block raises; and the CHECK helper every interface plugin shares (net/iface.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 import pytest
 
 from cni_plugins.errors import CNIError, Code
+from cni_plugins.net.iface import check_container_link
 from cni_plugins.net.request import Rollback, open_sockets
+from cni_plugins.types import Interface, IPConfig, Result, Route
 
 pytestmark = pytest.mark.root
 
@@ -54,3 +56,36 @@ def test_a_missing_netns_is_code_8_and_leaks_nothing(tmp_path):
             pass
     assert e.value.code == Code.INVALID_NETNS
     assert open_fds() == before
+
+
+def _prev(netns: str, mac: str, **kw) -> Result:
+    return Result(interfaces=[Interface(name="veth0"), Interface(name="eth0", mac=mac,
+                                                                  sandbox=netns)],
+                  ips=[IPConfig(address="10.9.0.2/24", interface=1)],
+                  routes=[Route(dst="10.8.0.0/16", gw="10.9.0.1")], **kw)
+
+
+def test_check_container_link(netns):
+    netns.sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    netns.sh("ip", "addr", "add", "10.9.0.2/24", "dev", "eth0")
+    netns.sh("ip", "link", "set", "eth0", "up")
+    netns.sh("ip", "route", "add", "10.8.0.0/16", "via", "10.9.0.1")
+    mac = netns.ip_json("link", "show", "eth0")[0]["address"]
+    with open_sockets(netns.path, host=False) as nl:
+        assert check_container_link(nl.ctr, _prev(netns.path, mac.upper()), "eth0",
+                                    netns.path, "veth").mac == mac
+        failures = {
+            "sandbox": (_prev("/run/netns/other", mac), "veth"),
+            "not a dummy": (_prev(netns.path, mac), "dummy"),
+            "02:00:00:00:00:01": (_prev(netns.path, "02:00:00:00:00:01"), ""),
+        }
+        for word, (prev, kind) in failures.items():
+            with pytest.raises(CNIError, match=word) as e:
+                check_container_link(nl.ctr, prev, "eth0", netns.path, kind)
+            assert e.value.code == Code.INTERNAL
+        netns.sh("ip", "route", "del", "10.8.0.0/16")
+        with pytest.raises(CNIError, match="10.8.0.0/16"):
+            check_container_link(nl.ctr, _prev(netns.path, mac), "eth0", netns.path)
+        netns.sh("ip", "addr", "del", "10.9.0.2/24", "dev", "eth0")
+        with pytest.raises(CNIError, match="10.9.0.2"):
+            check_container_link(nl.ctr, _prev(netns.path, mac), "eth0", netns.path)
