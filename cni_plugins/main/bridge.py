@@ -3,7 +3,8 @@
 ADD  ensure bridge -> veth (peer born in the host) -> port settings -> IPAM ADD ->
      container sysctls, addresses, routes -> gateway on the bridge, forwarding ->
      masquerade -> wait for the port -> result [bridge, host veth, container]
-DEL  container interface -> IPAM DEL -> masquerade rules (the bridge stays)
+DEL  container interface -> IPAM DEL -> spoof check and masquerade rules (the bridge stays),
+     every step tried (IPAM DEL only once the interface is gone)
 A failed ADD undoes each step it completed, in reverse.
 """
 
@@ -13,7 +14,7 @@ import ipaddress
 from pydantic import Field, field_validator, model_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import firewall, link, sysctl
 from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
@@ -298,20 +299,27 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
+    """The link, then IPAM, then the firewall state, as Go's bridge: the address goes back
+    to the pool only once no veth on the shared segment holds it any more (so IPAM DEL is
+    left for the runtime's retry when the link could not be deleted). Every other step is
+    tried and the errors are reported together. The masquerade rules are found by their
+    comment, so they go even when the netns (and the addresses on the link) are gone."""
     conf = netconf.load(args, Conf)
-    ctr_ns = NetNS.open_if_exists(args.netns)
-    if ctr_ns is not None:
-        with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-            with kernel_errors(f"delete link {args.ifname!r}"):
-                ctr.link_del_by_name(args.ifname)
-    if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
+    errs = ErrorList()
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    if conf.ipam.type and not errs.errors:
+        with errs.collect():
+            invoke.delegate_del(conf.ipam.type, args)
     if conf.macspoofchk:
         from ..net.firewall import spoofcheck
 
-        spoofcheck.teardown_spoofcheck(args.container_id, args.ifname)
+        with errs.collect():
+            spoofcheck.teardown_spoofcheck(args.container_id, args.ifname)
     if conf.ipam.type and conf.ip_masq:
-        firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+        with errs.collect():
+            firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -3,16 +3,16 @@ containernetworking-plugins 1.2 on; Debian's 1.1.1 has none).
 
 ADD  config (IPAM required) -> dummy created in the container netns under a temporary
      name, renamed to CNI_IFNAME -> IPAM ADD -> addresses, link up, routes
-DEL  IPAM DEL -> the link; succeeds when the netns or the link is gone
+DEL  IPAM DEL -> the link, both tried; succeeds when the netns or the link is gone
 CHECK prevResult's interface is a dummy with prevResult's addresses and routes
 """
 
 from __future__ import annotations
 
 from .. import invoke
-from ..errors import CNIError, Code
+from ..errors import CNIError, Code, ErrorList
 from ..ipam._conf import Reader
-from ..net import sublink
+from ..net import link, sublink
 from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
@@ -50,8 +50,12 @@ def cmd_add(args: CmdArgs) -> Result:
 
 def cmd_del(args: CmdArgs) -> None:
     ipam_type = read_ipam_type(args)
-    invoke.delegate_del(ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+    errs = ErrorList()
+    with errs.collect():
+        invoke.delegate_del(ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

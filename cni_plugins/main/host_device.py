@@ -5,9 +5,9 @@ ADD  exactly one selector (device | hwaddr | kernelpath | pciBusID | runtimeConf
      -> its host name kept in the link's alias -> renamed to CNI_IFNAME -> up
      -> IPAM ADD and addresses/routes when `ipam` is set
 DEL  IPAM DEL (also when the netns is gone: Go's leaks the addresses there) -> the link
-     down, renamed back to its alias, moved to the host netns; success when the netns or
-     the link is gone (with the netns gone, a physical device the kernel handed back under
-     its container name is renamed to its host name)
+     down, renamed back to its alias, moved to the host netns, also when IPAM DEL failed;
+     success when the netns or the link is gone (with the netns gone, a physical device
+     the kernel handed back under its container name is renamed to its host name)
 
 A PCI device bound to a userspace (DPDK) driver has no netdev: it is left where it is and
 the result has no interface, as Go's. Two selectors are refused (Go silently takes the
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import invoke
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..ipam._conf import Reader, read_dns
 from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
@@ -218,10 +218,9 @@ def _undo_move(ctr: Netlink, ctr_ns: NetNS, index: int, name: str, host_fd: int)
         move_out(ctr, index, name, host_fd)
 
 
-def cmd_del(args: CmdArgs) -> None:
-    conf = load_conf(args)          # no selector check: DEL cleans up after any ADD
-    if conf.ipam_type:
-        invoke.delegate_del(conf.ipam_type, args)
+def move_back(args: CmdArgs, conf: Conf) -> None:
+    """DEL's link step: the device out of the container, or, with the netns gone,
+    reclaimed in the host."""
     ctr_ns = NetNS.open_if_exists(args.netns)
     if ctr_ns is None:
         with Netlink() as host:
@@ -231,6 +230,17 @@ def cmd_del(args: CmdArgs) -> None:
         dev = ctr.link(args.ifname)
         if dev is not None:
             move_out(ctr, dev.index, args.ifname, host_ns.fd)
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = load_conf(args)          # no selector check: DEL cleans up after any ADD
+    errs = ErrorList()
+    if conf.ipam_type:
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        move_back(args, conf)
+    errs.raise_if_any()
 
 
 def reclaim(host: Netlink, conf: Conf) -> None:

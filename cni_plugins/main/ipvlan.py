@@ -6,7 +6,7 @@ ADD  config (mode l2 | l3 | l3s) -> master: `master`, else the single interface 
      linkInContainer); mtu within [0, master's] -> the addresses: IPAM ADD, or, chained
      without an ipam block, prevResult's -> ipvlan created in the container netns under a
      temporary name, renamed to CNI_IFNAME -> addresses, link up, routes
-DEL  IPAM DEL (when configured) -> the link; succeeds when the netns, the link or the
+DEL  IPAM DEL (when configured) -> the link, both tried; succeeds when the netns, the link or the
      master is gone
 CHECK prevResult's interface is an ipvlan in this mode (on `master`, when configured), with
      prevResult's addresses and routes
@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import invoke
-from ..errors import CNIError, Code
+from ..errors import CNIError, Code, ErrorList
 from ..ipam._conf import Reader, read_dns
-from ..net import sublink
+from ..net import link, sublink
 from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
@@ -94,9 +94,13 @@ def cmd_add(args: CmdArgs) -> Result:
 
 def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)          # no master lookup: DEL works when it is gone
+    errs = ErrorList()
     if conf.ipam_type:                       # chained: the addresses were not ours
-        invoke.delegate_del(conf.ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -3,7 +3,7 @@
 ADD  master (default: the default-route interface) -> macvlan created in the container
      netns under a temporary name -> arp_notify -> renamed to CNI_IFNAME -> IPAM ADD ->
      addresses and routes (or just up, for L2 only)
-DEL  IPAM DEL -> the link; succeeds when the netns or the master is gone
+DEL  IPAM DEL -> the link, both tried; succeeds when the netns or the master is gone
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import link, sublink, sysctl
 from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
@@ -95,9 +95,13 @@ def cmd_add(args: CmdArgs) -> Result:
 
 def cmd_del(args: CmdArgs) -> None:
     conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
+    errs = ErrorList()
     if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam.type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

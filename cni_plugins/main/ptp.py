@@ -3,7 +3,7 @@
 ADD  IPAM ADD -> forwarding -> veth (peer born in the host) -> container: addresses, the
      kernel's subnet route replaced by "gw/32 dev eth0 scope link" + "subnet via gw" ->
      host end: the gateway /32 (/128) and a host route to the container -> masquerade
-DEL  IPAM DEL -> container interface -> masquerade rules
+DEL  IPAM DEL -> masquerade rules -> container interface, every step tried
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import ipaddress
 from pydantic import Field
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import firewall, link, sysctl
 from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Link, Netlink
-from ..net.netns import NetNS
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
@@ -114,16 +113,19 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def cmd_del(args: CmdArgs) -> None:
+    """IPAM, then the masquerade rules (found by their comment: also when the netns is
+    gone), then the link; every step is tried and the errors are reported together."""
     conf = netconf.load(args, Conf)
+    errs = ErrorList()
     if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
-    ctr_ns = NetNS.open_if_exists(args.netns)
-    if ctr_ns is not None:
-        with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-            with kernel_errors(f"delete link {args.ifname!r}"):
-                ctr.link_del_by_name(args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam.type, args)
     if conf.ip_masq:
-        firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+        with errs.collect():
+            firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -4,7 +4,7 @@ ADD  the tap made in the container netns under a temporary name (net/tuntap.py: 
      kernel makes taps only through /dev/net/tun) with owner/group/multi_queue -> mtu, mac
      -> renamed to CNI_IFNAME -> enslaved to `bridge` (a bridge in the container) ->
      IPAM ADD and addresses/routes, or just up (L2 only)
-DEL  IPAM DEL -> the tap; succeeds when the netns or the link is gone
+DEL  IPAM DEL -> the tap, both tried; succeeds when the netns or the link is gone
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from .. import invoke
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..ipam._conf import Reader, read_dns
 from ..net import link, sublink, sysctl, tuntap
 from ..net.iface import check_container_link, configure_iface
@@ -150,9 +150,13 @@ def cmd_add(args: CmdArgs) -> Result:
 
 def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)
+    errs = ErrorList()
     if conf.ipam_type:
-        invoke.delegate_del(conf.ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

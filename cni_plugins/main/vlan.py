@@ -4,7 +4,7 @@ ADD  config (master required, vlanId 0-4094, IPAM required) -> master looked up 
      container with linkInContainer), mtu within [0, master's] -> vlan created in the
      container netns under a temporary name, renamed to CNI_IFNAME -> IPAM ADD ->
      addresses, link up, routes
-DEL  IPAM DEL -> the link; succeeds when the netns, the link or the master is gone
+DEL  IPAM DEL -> the link, both tried; succeeds when the netns, the link or the master is gone
      (Go's DEL fails when the master is gone: it looks the master up first)
 CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on this master,
      with prevResult's addresses and routes
@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import invoke
-from ..errors import CNIError, Code
+from ..errors import CNIError, Code, ErrorList
 from ..ipam._conf import Reader, read_dns
-from ..net import sublink
+from ..net import link, sublink
 from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
@@ -88,9 +88,13 @@ def cmd_add(args: CmdArgs) -> Result:
 
 def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)                   # no master lookup: DEL works when it is gone
+    errs = ErrorList()
     if conf.ipam_type:
-        invoke.delegate_del(conf.ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -1,10 +1,9 @@
 """Links an interface plugin makes for one container: children of a master (macvlan,
-ipvlan, vlan) or stand-alone ones (dummy). What their ADD and DEL share:
+ipvlan, vlan) or stand-alone ones (dummy). What their ADDs share:
 
     index, mtu = resolve_master(conf, args, host)   # conf.master filled in when empty
     made = create_renamed(host, ctr, ctr_ns, "eth0", "vlan", undo, parent=index,
                           data=[("IFLA_VLAN_ID", 10)])
-    delete_in_netns(args.netns, args.ifname)        # DEL: gone netns or link is success
 
 A link is born under a temporary name, in the container netns (made there, or made in the
 host with IFLA_NET_NS_FD), and renamed to CNI_IFNAME inside: the final name may exist in
@@ -85,14 +84,3 @@ def create_renamed(maker: Netlink, ctr: Netlink, ctr_ns: NetNS, ifname: str, kin
         ctr.link_set(made.index, name=ifname)
     made.name = ifname                  # a rename keeps the index and the MAC
     return made
-
-
-def delete_in_netns(netns: str, ifname: str) -> None:
-    """DEL's link removal: nothing to do without a netns, when it is gone, or when the
-    link is (the kernel also removes a child whose master went away)."""
-    ctr_ns = NetNS.open_if_exists(netns)
-    if ctr_ns is None:
-        return
-    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-        with kernel_errors(f"delete link {ifname!r}"):
-            ctr.link_del_by_name(ifname)
