@@ -23,7 +23,7 @@ import subprocess
 import click
 
 from . import plugins
-from .__main__ import executable
+from .exe import executable
 from .invoke import shim_of
 from .serve import DEFAULT_SOCKET
 

@@ -30,8 +30,7 @@ from . import plugins, skel, version
 from .errors import CNIError, Code
 
 if TYPE_CHECKING:
-    from contextlib import ExitStack
-
+    from .net.request import Rollback
     from .types import Result
 
 
@@ -267,9 +266,9 @@ def delegate(plugin: str, command: str, args: skel.CmdArgs,
     return parse_result(out, args.cni_version, plugin)
 
 
-def ipam_add(plugin: str, args: skel.CmdArgs, undo: "ExitStack") -> "Result":
+def ipam_add(plugin: str, args: skel.CmdArgs, undo: "Rollback") -> "Result":
     """An interface plugin's IPAM step: the delegate's result, which must hold an address;
-    `undo` releases it again unless the plugin's ADD completes (undo.pop_all())."""
+    `undo` (the ADD's net.request.Rollback) releases it again if the ADD fails."""
     from .testing import checkpoint
 
     result = delegate_add(plugin, args)

@@ -3,22 +3,23 @@
 ADD  ensure bridge -> veth (peer born in the host) -> port settings -> IPAM ADD ->
      container sysctls, addresses, routes -> gateway on the bridge, forwarding ->
      masquerade -> wait for the port -> result [bridge, host veth, container]
-DEL  container interface -> IPAM DEL -> masquerade rules (the bridge stays)
+DEL  container interface -> IPAM DEL -> spoof check and masquerade rules (the bridge stays),
+     every step tried (IPAM DEL only once the interface is gone)
 A failed ADD undoes each step it completed, in reverse.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from contextlib import ExitStack
 from pydantic import Field, field_validator, model_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import check_addresses, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result, Route
@@ -209,14 +210,6 @@ def ensure_vlan_gateway(host: Netlink, host_ns: NetNS, br: Link, conf: Conf) -> 
     return gw
 
 
-def enable_forwarding(family: int) -> None:
-    with kernel_errors("enable IP forwarding"):
-        if family == 4:
-            sysctl.ensure("net/ipv4/ip_forward", "1")
-        else:
-            sysctl.ensure("net/ipv6/conf/all/forwarding", "1")
-
-
 def _drop_gateway_if_unused(host: Netlink, br_name: str, cidr: str, own_port: str) -> None:
     br = host.link(br_name)
     if br is None:
@@ -230,36 +223,31 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     mac = requested_mac(conf, args)
     l3 = bool(conf.ipam.type)
-    # `undo` is entered last so that it unwinds first, while the host socket is still open
-    with NetNS.open(args.netns) as ctr_ns, NetNS.current() as host_ns, Netlink() as host, \
-            ExitStack() as undo:
-        with ctr_ns.enter():
-            ctr = Netlink()
-        undo.callback(ctr.close)
-
+    with open_sockets(args.netns) as nl, Rollback() as undo:
         trunk = conf.trunk_vlans()
-        br = link.ensure_bridge(host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
+        br = link.ensure_bridge(nl.host, conf.bridge, mtu=conf.mtu, promisc=conf.promisc_mode,
                                 vlan_filtering=bool(conf.vlan or trunk))
         checkpoint("bridge")
 
-        with ctr_ns.enter():
-            host_name, cv = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu, mac=mac)
-            undo.callback(ctr.link_del_by_name, args.ifname)
+        with nl.ctr_ns.enter():
+            host_name, cv = link.create_veth(nl.ctr, args.ifname, nl.host_ns, mtu=conf.mtu,
+                                             mac=mac)
+            undo.callback(nl.ctr.link_del_by_name, args.ifname)
             if not l3 and not conf.disable_container_interface:
                 with kernel_errors(f"set {args.ifname!r} up"):
-                    ctr.link_set(cv.index, up=True)
+                    nl.ctr.link_set(cv.index, up=True)
         checkpoint("veth")
 
         sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
         with kernel_errors(f"connect {host_name!r} to bridge {conf.bridge!r}"):
-            host.link_set(host_name, master=br.index, up=True)
-            host.link_set(host_name, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
-                                           ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
+            nl.host.link_set(host_name, master=br.index, up=True)
+            nl.host.link_set(host_name, port=[("IFLA_BRPORT_MODE", int(conf.hairpin_mode)),
+                                              ("IFLA_BRPORT_ISOLATED", int(conf.port_isolation))])
         if conf.vlan or trunk:
-            hv = host.link(host_name)
+            hv = nl.host.link(host_name)
             if hv is None:
                 raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
-            setup_port_vlans(host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
+            setup_port_vlans(nl.host, hv.index, conf.vlan, trunk, conf.preserve_default_vlan)
         if conf.macspoofchk:
             from ..net.firewall import spoofcheck
 
@@ -277,24 +265,26 @@ def cmd_add(args: CmdArgs) -> Result:
             result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
             gateways = plan_gateways(conf, result)
 
-            with ctr_ns.enter():
+            with nl.ctr_ns.enter():
                 dad = "1" if conf.enabledad else "0"
                 sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", dad)
                 if conf.enabledad:
                     sysctl.try_set(f"net/ipv6/conf/{args.ifname}/enhanced_dad", "1")
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
-                configure_iface(ctr, args.ifname, result, dad=conf.enabledad, index=cv.index)
+                configure_iface(nl.ctr, args.ifname, result, dad=conf.enabledad,
+                                index=cv.index)
             checkpoint("address")
 
             gw_dev = br
             if gateways and conf.vlan:
-                gw_dev = ensure_vlan_gateway(host, host_ns, br, conf)
+                gw_dev = ensure_vlan_gateway(nl.host, nl.host_ns, br, conf)
             for cidr in gateways:
-                if ensure_gateway_addr(host, gw_dev.index, gw_dev.name, cidr,
+                if ensure_gateway_addr(nl.host, gw_dev.index, gw_dev.name, cidr,
                                        conf.force_address):
-                    undo.callback(_drop_gateway_if_unused, host, gw_dev.name, cidr, host_name)
+                    undo.callback(_drop_gateway_if_unused, nl.host, gw_dev.name, cidr,
+                                  host_name)
             for family in sorted({ipaddress.ip_interface(g).version for g in gateways}):
-                enable_forwarding(family)
+                sysctl.enable_forwarding(family)
             checkpoint("gateway")
 
             if conf.ip_masq:
@@ -305,31 +295,36 @@ def cmd_add(args: CmdArgs) -> Result:
                               args.container_id)
                 checkpoint("masquerade")
 
-        hv = link.wait_oper_up(host, host_name)
+        hv = link.wait_oper_up(nl.host, host_name)
         result.interfaces[1].mac = hv.mac
-        result.interfaces[0].mac = (host.link(conf.bridge) or br).mac
+        result.interfaces[0].mac = (nl.host.link(conf.bridge) or br).mac
         if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
             result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
+    """The link, then IPAM, then the firewall state, as Go's bridge: the address goes back
+    to the pool only once no veth on the shared segment holds it any more (so IPAM DEL is
+    left for the runtime's retry when the link could not be deleted). Every other step is
+    tried and the errors are reported together. The masquerade rules are found by their
+    comment, so they go even when the netns (and the addresses on the link) are gone."""
     conf = netconf.load(args, Conf)
-    ctr_ns = NetNS.open_if_exists(args.netns)
-    if ctr_ns is not None:
-        with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-            with kernel_errors(f"delete link {args.ifname!r}"):
-                ctr.link_del_by_name(args.ifname)
-    if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
+    errs = ErrorList()
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    if conf.ipam.type and not errs.errors:
+        with errs.collect():
+            invoke.delegate_del(conf.ipam.type, args)
     if conf.macspoofchk:
         from ..net.firewall import spoofcheck
 
-        spoofcheck.teardown_spoofcheck(args.container_id, args.ifname)
+        with errs.collect():
+            spoofcheck.teardown_spoofcheck(args.container_id, args.ifname)
     if conf.ipam.type and conf.ip_masq:
-        firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+        with errs.collect():
+            firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -339,38 +334,17 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "bridge CHECK: prevResult is required")
     if conf.ipam.type:
         invoke.delegate_check(conf.ipam.type, args)
-    with Netlink() as host:
-        br = host.link(conf.bridge)
+    with open_sockets(args.netns) as nl:
+        br = nl.host.link(conf.bridge)
         if br is None or br.kind != "bridge":
             raise CNIError(Code.INTERNAL, f"bridge {conf.bridge!r} is missing or not a bridge")
-        names = {i.name: i for i in prev.interfaces}
-        ctr_iface = next((i for i in prev.interfaces if i.sandbox), None)
-        if ctr_iface is None:
-            raise CNIError(Code.INTERNAL, "bridge CHECK: no container interface in prevResult")
-        with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-            cv = ctr.link(args.ifname)
-            if cv is None:
-                raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-            if ctr_iface.mac and cv.mac != ctr_iface.mac:
-                raise CNIError(Code.INTERNAL,
-                               f"interface {args.ifname} mac {cv.mac} != expected {ctr_iface.mac}")
-            check_addresses(ctr, cv.index, args.ifname, prev.ips)
-            routes = ctr.routes(4) + ctr.routes(6)
-            for r in prev.routes:
-                if not any(_same_dst(e.dst, r.dst) and (not r.gw or e.gw == r.gw)
-                           for e in routes):
-                    raise CNIError(Code.INTERNAL, f"route {r.dst} missing in container")
-            peer = cv.peer
-        hv = next((l for l in host.links() if l.index == peer), None)
-        if hv is None or hv.master != br.index:
-            raise CNIError(Code.INTERNAL,
-                           f"host end of {args.ifname!r} is not attached to {conf.bridge!r}")
-        if hv.name not in names:
-            raise CNIError(Code.INTERNAL, f"host veth {hv.name!r} not in prevResult")
-
-
-def _same_dst(a: str, b: str) -> bool:
-    return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
+        cv = check_container_link(nl.ctr, prev, args.ifname, args.netns)
+        hv = nl.host.link_by_index(cv.peer) if cv.peer else None
+    if hv is None or hv.master != br.index:
+        raise CNIError(Code.INTERNAL,
+                       f"host end of {args.ifname!r} is not attached to {conf.bridge!r}")
+    if not any(i.name == hv.name and not i.sandbox for i in prev.interfaces):
+        raise CNIError(Code.INTERNAL, f"host veth {hv.name!r} not in prevResult")
 
 
 def cmd_status(args: CmdArgs) -> None:

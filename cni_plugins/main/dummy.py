@@ -3,20 +3,17 @@ containernetworking-plugins 1.2 on; Debian's 1.1.1 has none).
 
 ADD  config (IPAM required) -> dummy created in the container netns under a temporary
      name, renamed to CNI_IFNAME -> IPAM ADD -> addresses, link up, routes
-DEL  IPAM DEL -> the link; succeeds when the netns or the link is gone
+DEL  IPAM DEL -> the link, both tried; succeeds when the netns or the link is gone
 CHECK prevResult's interface is a dummy with prevResult's addresses and routes
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 from .. import invoke, netconf
-from ..errors import CNIError, Code
-from ..net import sublink
-from ..net.iface import configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..errors import CNIError, Code, ErrorList
+from ..net import link, sublink
+from ..net.iface import check_container_link, configure_iface
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -40,12 +37,9 @@ def read_ipam_type(args: CmdArgs) -> str:
 
 def cmd_add(args: CmdArgs) -> Result:
     ipam_type = read_ipam_type(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        sublink.ensure_free(ctr, args.ifname)
-        dm = sublink.create_renamed(ctr, ctr, ctr_ns, args.ifname, "dummy", undo)
+    with open_sockets(args.netns, host=False) as nl, Rollback() as undo:
+        sublink.ensure_free(nl.ctr, args.ifname)
+        dm = sublink.create_renamed(nl.ctr, nl.ctr, nl.ctr_ns, args.ifname, "dummy", undo)
         checkpoint("link")
         result = Result(interfaces=[Interface(name=args.ifname, mac=dm.mac, sandbox=args.netns)])
 
@@ -53,19 +47,20 @@ def cmd_add(args: CmdArgs) -> Result:
         result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
         for ip in result.ips:
             ip.interface = 0
-        with ctr_ns.enter():
-            configure_iface(ctr, args.ifname, result)
+        with nl.ctr_ns.enter():
+            configure_iface(nl.ctr, args.ifname, result)
         checkpoint("address")
-        undo.pop_all()
-        ctr.close()
-        ctr_ns.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
     ipam_type = read_ipam_type(args)
-    invoke.delegate_del(ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+    errs = ErrorList()
+    with errs.collect():
+        invoke.delegate_del(ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -74,11 +69,8 @@ def cmd_check(args: CmdArgs) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "dummy CHECK: prevResult is required")
     invoke.delegate_check(ipam_type, args)
-    with NetNS.open(args.netns) as ns:
-        with ns.enter():
-            ctr = Netlink()
-        with ctr:
-            sublink.check_container_link(ctr, args, prev, "dummy")
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns, "dummy")
 
 
 def cmd_status(args: CmdArgs) -> None:

@@ -5,9 +5,9 @@ ADD  exactly one selector (device | hwaddr | kernelpath | pciBusID | runtimeConf
      -> its host name kept in the link's alias -> renamed to CNI_IFNAME -> up
      -> IPAM ADD and addresses/routes when `ipam` is set
 DEL  IPAM DEL (also when the netns is gone: Go's leaks the addresses there) -> the link
-     down, renamed back to its alias, moved to the host netns; success when the netns or
-     the link is gone (with the netns gone, a physical device the kernel handed back under
-     its container name is renamed to its host name)
+     down, renamed back to its alias, moved to the host netns, also when IPAM DEL failed;
+     success when the netns or the link is gone (with the netns gone, a physical device
+     the kernel handed back under its container name is renamed to its host name)
 
 A PCI device bound to a userspace (DPDK) driver has no netdev: it is left where it is and
 the result has no interface, as Go's. Two selectors are refused (Go silently takes the
@@ -19,14 +19,14 @@ from __future__ import annotations
 import glob
 import os
 import re
-from contextlib import ExitStack
 from pydantic import Field
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
-from ..net.iface import check_addresses, check_routes, configure_iface
+from ..errors import CNIError, Code, ErrorList, kernel_errors
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -150,7 +150,7 @@ def find_host_device(nl: Netlink, field: str, key: str, value: str) -> Link:
 
 
 def move_in(host: Netlink, ctr: Netlink, ctr_ns: NetNS, dev: Link, ifname: str,
-            undo: ExitStack, host_fd: int) -> Link:
+            undo: Rollback, host_fd: int) -> Link:
     """Move `dev` into the container, alias = its host name, renamed to `ifname`, up;
     `undo` gets the way back as soon as the link has crossed."""
     with kernel_errors(f"move {dev.name!r} into netns {ctr_ns.path!r}"):
@@ -192,20 +192,16 @@ def move_out(ctr: Netlink, index: int, fallback_name: str, host_ns_fd: int) -> N
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     field, key, value = selector(conf)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        host_ns = undo.enter_context(NetNS.current())
-        host = undo.enter_context(Netlink())
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
+    with open_sockets(args.netns) as nl, Rollback() as undo:
         result = Result()
         if not userspace_driver(key, value):
-            dev = find_host_device(host, field, key, value)
+            dev = find_host_device(nl.host, field, key, value)
             for clash in (args.ifname, dev.name):
-                if ctr.link(clash) is not None:
+                if nl.ctr.link(clash) is not None:
                     raise CNIError(Code.INTERNAL,
                                    f"interface {clash!r} already exists in the container")
-            moved = move_in(host, ctr, ctr_ns, dev, args.ifname, undo, host_ns.fd)
+            moved = move_in(nl.host, nl.ctr, nl.ctr_ns, dev, args.ifname, undo,
+                            nl.host_ns.fd)
             checkpoint("move")
             result.interfaces = [Interface(name=moved.name, mac=moved.mac, sandbox=args.netns)]
 
@@ -215,13 +211,10 @@ def cmd_add(args: CmdArgs) -> Result:
             for ip in result.ips:
                 ip.interface = 0
             if result.interfaces:
-                with ctr_ns.enter():
-                    configure_iface(ctr, args.ifname, result)
+                with nl.ctr_ns.enter():
+                    configure_iface(nl.ctr, args.ifname, result)
                 checkpoint("address")
             result.dns = conf.dns.to_result()
-        undo.pop_all()
-        for handle in (ctr, host, host_ns, ctr_ns):
-            handle.close()
         return result
 
 
@@ -230,10 +223,9 @@ def _undo_move(ctr: Netlink, ctr_ns: NetNS, index: int, name: str, host_fd: int)
         move_out(ctr, index, name, host_fd)
 
 
-def cmd_del(args: CmdArgs) -> None:
-    conf = load_conf(args)          # no selector check: DEL cleans up after any ADD
-    if conf.ipam_type:
-        invoke.delegate_del(conf.ipam_type, args)
+def move_back(args: CmdArgs, conf: Conf) -> None:
+    """DEL's link step: the device out of the container, or, with the netns gone,
+    reclaimed in the host."""
     ctr_ns = NetNS.open_if_exists(args.netns)
     if ctr_ns is None:
         with Netlink() as host:
@@ -243,6 +235,17 @@ def cmd_del(args: CmdArgs) -> None:
         dev = ctr.link(args.ifname)
         if dev is not None:
             move_out(ctr, dev.index, args.ifname, host_ns.fd)
+
+
+def cmd_del(args: CmdArgs) -> None:
+    conf = load_conf(args)          # no selector check: DEL cleans up after any ADD
+    errs = ErrorList()
+    if conf.ipam_type:
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        move_back(args, conf)
+    errs.raise_if_any()
 
 
 def reclaim(host: Netlink, conf: Conf) -> None:
@@ -278,18 +281,6 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "host-device CHECK: prevResult is required")
     if userspace_driver(key, value):
         return
-    want = next((i for i in prev.interfaces if i.name == args.ifname), None)
-    if want is None or want.sandbox != args.netns:
-        raise CNIError(Code.INTERNAL,
-                       f"sandbox in prevResult {want.sandbox if want else ''!r} doesn't match "
-                       f"configured netns {args.netns!r}")
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-        dev = ctr.link(args.ifname)
-        if dev is None:
-            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-        if want.mac and want.mac.lower() != dev.mac.lower():
-            raise CNIError(Code.INTERNAL,
-                           f"interface {args.ifname} mac {dev.mac} != expected {want.mac}")
-        check_addresses(ctr, dev.index, args.ifname, prev.ips)
-        check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns)
 

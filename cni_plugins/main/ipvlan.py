@@ -6,7 +6,7 @@ ADD  config (mode l2 | l3 | l3s) -> master: `master`, else the single interface 
      linkInContainer); mtu within [0, master's] -> the addresses: IPAM ADD, or, chained
      without an ipam block, prevResult's -> ipvlan created in the container netns under a
      temporary name, renamed to CNI_IFNAME -> addresses, link up, routes
-DEL  IPAM DEL (when configured) -> the link; succeeds when the netns, the link or the
+DEL  IPAM DEL (when configured) -> the link, both tried; succeeds when the netns, the link or the
      master is gone
 CHECK prevResult's interface is an ipvlan in this mode (on `master`, when configured), with
      prevResult's addresses and routes
@@ -14,16 +14,14 @@ CHECK prevResult's interface is an ipvlan in this mode (on `master`, when config
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pydantic import Field, field_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code
+from ..errors import CNIError, Code, ErrorList
 from ..netconf import Invalid
-from ..net import sublink
-from ..net.iface import configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..net import link, sublink
+from ..net.iface import check_container_link, configure_iface
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -70,15 +68,11 @@ def addresses_from(conf: Conf, args: CmdArgs) -> "Result | None":
 def cmd_add(args: CmdArgs) -> Result:
     conf = read_conf(args)
     chained = addresses_from(conf, args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        host = undo.enter_context(Netlink())
-        maker = ctr if conf.link_in_container else host
+    with open_sockets(args.netns) as nl, Rollback() as undo:
+        maker = nl.ctr if conf.link_in_container else nl.host
         master, _ = sublink.resolve_master(conf, args, maker)
-        sublink.ensure_free(ctr, args.ifname)
-        iv = sublink.create_renamed(maker, ctr, ctr_ns, args.ifname, "ipvlan", undo,
+        sublink.ensure_free(nl.ctr, args.ifname)
+        iv = sublink.create_renamed(maker, nl.ctr, nl.ctr_ns, args.ifname, "ipvlan", undo,
                                     parent=master, mtu=conf.mtu,
                                     data=[("IFLA_IPVLAN_MODE", MODES[conf.mode])])
         checkpoint("link")
@@ -91,22 +85,22 @@ def cmd_add(args: CmdArgs) -> Result:
         result.ips, result.routes = addrs.ips, addrs.routes
         for ip in result.ips:
             ip.interface = 0
-        with ctr_ns.enter():
-            configure_iface(ctr, args.ifname, result)
+        with nl.ctr_ns.enter():
+            configure_iface(nl.ctr, args.ifname, result)
         checkpoint("address")
         result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)          # no master lookup: DEL works when it is gone
+    errs = ErrorList()
     if conf.ipam_type:                       # chained: the addresses were not ours
-        invoke.delegate_del(conf.ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -116,14 +110,11 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "ipvlan CHECK: prevResult is required")
     if conf.ipam_type:
         invoke.delegate_check(conf.ipam_type, args)
-    with Netlink() as host, NetNS.open(args.netns) as ns:
-        with ns.enter():
-            ctr = Netlink()
-        with ctr:
-            # prevResult is now this plugin's own: only a configured master can be checked
-            master = (ctr if conf.link_in_container else host).link(conf.master) \
-                if conf.master else None
-            iv = sublink.check_container_link(ctr, args, prev, "ipvlan")
+    with open_sockets(args.netns) as nl:
+        # prevResult is now this plugin's own: only a configured master can be checked
+        master = (nl.ctr if conf.link_in_container else nl.host).link(conf.master) \
+            if conf.master else None
+        iv = check_container_link(nl.ctr, prev, args.ifname, args.netns, "ipvlan")
     mode = next((m for m, n in MODES.items() if n == iv.data.get("IFLA_IPVLAN_MODE")), "?")
     if mode != conf.mode:
         raise CNIError(Code.INTERNAL,

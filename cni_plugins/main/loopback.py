@@ -10,6 +10,7 @@ from .. import netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..net.netlink import Netlink
 from ..net.netns import NetNS
+from ..net.request import open_sockets
 from ..skel import CmdArgs
 from ..types import Interface, IPConfig, Result
 
@@ -29,11 +30,11 @@ def _lo(nl: Netlink):
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
-        lo = _lo(nl)
+    with open_sockets(args.netns, host=False) as nl:
+        lo = _lo(nl.ctr)
         with kernel_errors("set link 'lo' up"):
-            nl.link_set_up(lo.index)
-            addrs = nl.addrs(lo.index, family=4) + nl.addrs(lo.index, family=6)
+            nl.ctr.link_set_up(lo.index)
+            addrs = nl.ctr.addrs(lo.index, family=4) + nl.ctr.addrs(lo.index, family=6)
     for a in addrs:
         if not (a.address.startswith("127.") or a.address == "::1/128"):
             raise CNIError(Code.INTERNAL,
@@ -57,6 +58,6 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
-        if not _lo(nl).up:
+    with open_sockets(args.netns, host=False) as nl:
+        if not _lo(nl.ctr).up:
             raise CNIError(Code.INTERNAL, "loopback interface is down")

@@ -3,22 +3,18 @@
 ADD  master (default: the default-route interface) -> macvlan created in the container
      netns under a temporary name -> arp_notify -> renamed to CNI_IFNAME -> IPAM ADD ->
      addresses and routes (or just up, for L2 only)
-DEL  IPAM DEL -> the link; succeeds when the netns or the master is gone
+DEL  IPAM DEL -> the link, both tried; succeeds when the netns or the master is gone
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 from pydantic import Field, field_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
-from ..net import link, sysctl
-from ..net.iface import check_addresses, check_routes, configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
-from ..net import sublink
+from ..errors import CNIError, Code, ErrorList, kernel_errors
+from ..net import link, sublink, sysctl
+from ..net.iface import check_container_link, configure_iface
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -57,31 +53,25 @@ def load_conf(args: CmdArgs) -> Conf:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        host = undo.enter_context(Netlink())
-        master, _ = sublink.resolve_master(conf, args, ctr if conf.link_in_container else host)
-        with ctr_ns.enter():
-            if ctr.link(args.ifname) is not None:
-                raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
+    with open_sockets(args.netns) as nl, Rollback() as undo:
+        maker = nl.ctr if conf.link_in_container else nl.host
+        master, _ = sublink.resolve_master(conf, args, maker)
+        sublink.ensure_free(nl.ctr, args.ifname)
         tmp = link.random_veth_name()
-        maker = ctr if conf.link_in_container else host
         with kernel_errors("create macvlan"):
             maker.link_add(tmp, "macvlan", mtu=conf.mtu, mac=conf.mac, parent=master,
-                           ns_fd=-1 if conf.link_in_container else ctr_ns.fd,
+                           ns_fd=-1 if conf.link_in_container else nl.ctr_ns.fd,
                            data=[("IFLA_MACVLAN_MODE", MODES[conf.mode])])
-        undo.callback(ctr.link_del_by_name, tmp)
-        undo.callback(ctr.link_del_by_name, args.ifname)
+        undo.callback(nl.ctr.link_del_by_name, tmp)
+        undo.callback(nl.ctr.link_del_by_name, args.ifname)
         checkpoint("link")
-        with ctr_ns.enter():
+        with nl.ctr_ns.enter():
             with kernel_errors(f"set arp_notify on {tmp!r}"):
                 sysctl.set(f"net/ipv4/conf/{tmp}/arp_notify", "1")
-            mv = ctr.link(tmp)
+            mv = nl.ctr.link(tmp)
             assert mv is not None
             with kernel_errors(f"rename macvlan to {args.ifname!r}"):
-                ctr.link_set(mv.index, name=args.ifname)
+                nl.ctr.link_set(mv.index, name=args.ifname)
             mv.name = args.ifname           # a rename keeps the index and the MAC
         result = Result(interfaces=[Interface(name=args.ifname, mac=mv.mac, sandbox=args.netns)])
 
@@ -90,28 +80,28 @@ def cmd_add(args: CmdArgs) -> Result:
             result.ips, result.routes = ipam.ips, ipam.routes
             for ip in result.ips:
                 ip.interface = 0
-            with ctr_ns.enter():
+            with nl.ctr_ns.enter():
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
                 sysctl.try_set(f"net/ipv6/conf/{args.ifname}/ndisc_notify", "1")
                 sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
-                configure_iface(ctr, args.ifname, result, index=mv.index)
+                configure_iface(nl.ctr, args.ifname, result, index=mv.index)
             checkpoint("address")
         else:
             with kernel_errors(f"set {args.ifname!r} up"):
-                ctr.link_set(mv.index, up=True)
+                nl.ctr.link_set(mv.index, up=True)
         result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
     conf = netconf.load(args, Conf)          # no master lookup: DEL works when it is gone
+    errs = ErrorList()
     if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam.type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -121,15 +111,5 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "macvlan CHECK: prevResult is required")
     if conf.ipam.type:
         invoke.delegate_check(conf.ipam.type, args)
-    with NetNS.open(args.netns) as ns:
-        with ns.enter(), Netlink() as ctr:
-            mv = ctr.link(args.ifname)
-            if mv is None or mv.kind != "macvlan":
-                raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a macvlan")
-            want = next((i for i in prev.interfaces if i.name == args.ifname and i.sandbox),
-                        None)
-            if want is not None and want.mac and want.mac != mv.mac:
-                raise CNIError(Code.INTERNAL,
-                               f"interface {args.ifname} mac {mv.mac} != expected {want.mac}")
-            check_addresses(ctr, mv.index, args.ifname, prev.ips)
-            check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns, "macvlan")

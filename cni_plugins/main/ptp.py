@@ -3,26 +3,24 @@
 ADD  IPAM ADD -> forwarding -> veth (peer born in the host) -> container: addresses, the
      kernel's subnet route replaced by "gw/32 dev eth0 scope link" + "subnet via gw" ->
      host end: the gateway /32 (/128) and a host route to the container -> masquerade
-DEL  IPAM DEL -> container interface -> masquerade rules
+DEL  IPAM DEL -> masquerade rules -> container interface, every step tried
 """
 
 from __future__ import annotations
 
 import ipaddress
-from contextlib import ExitStack
 
 from pydantic import Field
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import firewall, link, sysctl
-from ..net.iface import check_addresses, check_routes, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Link, Netlink
-from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
-from .bridge import enable_forwarding
 
 
 class Conf(netconf.NetConf):
@@ -75,39 +73,35 @@ def setup_host_veth(host: Netlink, hv: Link, result: Result) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
+    with open_sockets(args.netns) as nl, Rollback() as undo:
         result = invoke.ipam_add(conf.ipam.type, args, undo)
         for ip in result.ips:
             if not ip.gateway:
                 raise CNIError(Code.INVALID_NETWORK_CONFIG,
                                f"IPAM result has no gateway for {ip.address}: ptp needs one")
         for family in sorted({ip.family for ip in result.ips}):
-            enable_forwarding(family)
+            sysctl.enable_forwarding(family)
 
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        host_ns = undo.enter_context(NetNS.current())
-        host = undo.enter_context(Netlink())
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-            host_name, cv = link.create_veth(ctr, args.ifname, host_ns, mtu=conf.mtu)
-            undo.callback(ctr.link_del_by_name, args.ifname)
+        with nl.ctr_ns.enter():
+            host_name, cv = link.create_veth(nl.ctr, args.ifname, nl.host_ns, mtu=conf.mtu)
+            undo.callback(nl.ctr.link_del_by_name, args.ifname)
             checkpoint("veth")
             for ip in result.ips:
                 ip.interface = 1
             result.interfaces = [Interface(name=host_name),
                                  Interface(name=args.ifname, mac=cv.mac, sandbox=args.netns)]
             sysctl.try_set(f"net/ipv6/conf/{args.ifname}/accept_dad", "0")
-            configure_iface(ctr, args.ifname, result, index=cv.index)
-            setup_container_routes(ctr, cv.index, result)
+            configure_iface(nl.ctr, args.ifname, result, index=cv.index)
+            setup_container_routes(nl.ctr, cv.index, result)
             checkpoint("address")
 
-        hv = host.link(host_name)
+        hv = nl.host.link(host_name)
         if hv is None:
             raise CNIError(Code.INTERNAL, f"failed to lookup host veth {host_name!r}")
         with kernel_errors(f"set {host_name!r} up"):
-            host.link_set(hv.index, up=True)
+            nl.host.link_set(hv.index, up=True)
         sysctl.try_set(f"net/ipv6/conf/{host_name}/accept_ra", "0")
-        setup_host_veth(host, hv, result)
+        setup_host_veth(nl.host, hv, result)
         result.interfaces[0].mac = hv.mac
         checkpoint("host")
 
@@ -120,25 +114,23 @@ def cmd_add(args: CmdArgs) -> Result:
 
         if conf.dns.nameservers or conf.dns.domain or conf.dns.search or conf.dns.options:
             result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
-        host_ns.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
+    """IPAM, then the masquerade rules (found by their comment: also when the netns is
+    gone), then the link; every step is tried and the errors are reported together."""
     conf = netconf.load(args, Conf)
+    errs = ErrorList()
     if conf.ipam.type:
-        invoke.delegate_del(conf.ipam.type, args)
-    ctr_ns = NetNS.open_if_exists(args.netns)
-    if ctr_ns is not None:
-        with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-            with kernel_errors(f"delete link {args.ifname!r}"):
-                ctr.link_del_by_name(args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam.type, args)
     if conf.ip_masq:
-        firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+        with errs.collect():
+            firewall.teardown_masq(conf.name, args.ifname, args.container_id)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -147,18 +139,8 @@ def cmd_check(args: CmdArgs) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "ptp CHECK: prevResult is required")
     invoke.delegate_check(conf.ipam.type, args)
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-        cv = ctr.link(args.ifname)
-        if cv is None:
-            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-        if cv.kind != "veth":
-            raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} is not a veth")
-        want = next((i for i in prev.interfaces if i.name == args.ifname and i.sandbox), None)
-        if want is not None and want.mac and want.mac != cv.mac:
-            raise CNIError(Code.INTERNAL,
-                           f"interface {args.ifname} mac {cv.mac} != expected {want.mac}")
-        check_addresses(ctr, cv.index, args.ifname, prev.ips)
-        check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        check_container_link(nl.ctr, prev, args.ifname, args.netns, "veth")
 
 
 def cmd_status(args: CmdArgs) -> None:

@@ -4,22 +4,22 @@ ADD  the tap made in the container netns under a temporary name (net/tuntap.py: 
      kernel makes taps only through /dev/net/tun) with owner/group/multi_queue -> mtu, mac
      -> renamed to CNI_IFNAME -> enslaved to `bridge` (a bridge in the container) ->
      IPAM ADD and addresses/routes, or just up (L2 only)
-DEL  IPAM DEL -> the tap; succeeds when the netns or the link is gone
+DEL  IPAM DEL -> the tap, both tried; succeeds when the netns or the link is gone
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 from pydantic import Field, field_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..netconf import Invalid
 from ..net import link, sublink, sysctl, tuntap
-from ..net.iface import check_addresses, check_routes, configure_iface
+from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs, parse_cni_args
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -84,7 +84,7 @@ def load_conf(args: CmdArgs) -> Conf:
     return conf
 
 
-def create_tap(ctr: Netlink, ctr_ns: NetNS, conf: Conf, ifname: str, undo: ExitStack) -> int:
+def create_tap(ctr: Netlink, ctr_ns: NetNS, conf: Conf, ifname: str, undo: Rollback) -> int:
     """The tap `ifname` in the container, configured but down; returns its ifindex."""
     tmp = link.random_veth_name()
     with ctr_ns.enter():
@@ -115,24 +115,19 @@ def find_bridge(ctr: Netlink, bridge: str) -> Link:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-            if ctr.link(args.ifname) is not None:
-                raise CNIError(Code.INTERNAL, f"interface {args.ifname!r} already exists")
-            if conf.bridge:
-                find_bridge(ctr, conf.bridge)       # refused before anything exists
-        index = create_tap(ctr, ctr_ns, conf, args.ifname, undo)
+    with open_sockets(args.netns, host=False) as nl, Rollback() as undo:
+        sublink.ensure_free(nl.ctr, args.ifname)
+        if conf.bridge:
+            find_bridge(nl.ctr, conf.bridge)        # refused before anything exists
+        index = create_tap(nl.ctr, nl.ctr_ns, conf, args.ifname, undo)
         checkpoint("tap")
-        with ctr_ns.enter():
-            if conf.bridge:
-                br = find_bridge(ctr, conf.bridge)
-                with kernel_errors(f"set master of {args.ifname!r} to bridge {conf.bridge!r}"):
-                    ctr.link_set(index, master=br.index)
-                checkpoint("bridge")
-            tap = ctr.link_by_index(index)
-            assert tap is not None
+        if conf.bridge:
+            br = find_bridge(nl.ctr, conf.bridge)
+            with kernel_errors(f"set master of {args.ifname!r} to bridge {conf.bridge!r}"):
+                nl.ctr.link_set(index, master=br.index)
+            checkpoint("bridge")
+        tap = nl.ctr.link_by_index(index)
+        assert tap is not None
         result = Result(interfaces=[Interface(name=args.ifname, mac=tap.mac,
                                               sandbox=args.netns)])
 
@@ -141,25 +136,26 @@ def cmd_add(args: CmdArgs) -> Result:
             result.ips, result.routes = ipam.ips, ipam.routes
             for ip in result.ips:
                 ip.interface = 0
-            with ctr_ns.enter():
+            with nl.ctr_ns.enter():
                 sysctl.try_set(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
-                configure_iface(ctr, args.ifname, result)
+                configure_iface(nl.ctr, args.ifname, result)
             checkpoint("address")
         else:
-            with ctr_ns.enter(), kernel_errors(f"set {args.ifname!r} up"):
-                ctr.link_set(index, up=True)
+            with kernel_errors(f"set {args.ifname!r} up"):
+                nl.ctr.link_set(index, up=True)
         result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
-        ctr_ns.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)
+    errs = ErrorList()
     if conf.ipam_type:
-        invoke.delegate_del(conf.ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -169,17 +165,7 @@ def cmd_check(args: CmdArgs) -> None:
     prev = args.prev_result()
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "tap CHECK: prevResult is required")
-    want = next((i for i in prev.interfaces if i.name == args.ifname), None)
-    if want is None or want.sandbox != args.netns:
-        raise CNIError(Code.INTERNAL,
-                       f"sandbox in prevResult {want.sandbox if want else ''!r} doesn't match "
-                       f"configured netns {args.netns!r}")
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as ctr:
-        tap = ctr.link(args.ifname)
-        if tap is None or tap.kind != "tun" or tap.data.get("IFLA_TUN_TYPE") != 2:
-            raise CNIError(Code.INTERNAL, f"{args.ifname!r} is missing or not a tap")
-        if want.mac and want.mac.lower() != tap.mac.lower():
-            raise CNIError(Code.INTERNAL,
-                           f"interface {args.ifname} mac {tap.mac} != expected {want.mac}")
-        check_addresses(ctr, tap.index, args.ifname, prev.ips)
-        check_routes(ctr, prev.routes)
+    with open_sockets(args.netns, host=False) as nl:
+        tap = check_container_link(nl.ctr, prev, args.ifname, args.netns, "tun")
+    if tap.data.get("IFLA_TUN_TYPE") != 2:
+        raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} is a tun, not a tap")

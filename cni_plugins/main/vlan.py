@@ -4,7 +4,7 @@ ADD  config (master required, vlanId 0-4094, IPAM required) -> master looked up 
      container with linkInContainer), mtu within [0, master's] -> vlan created in the
      container netns under a temporary name, renamed to CNI_IFNAME -> IPAM ADD ->
      addresses, link up, routes
-DEL  IPAM DEL -> the link; succeeds when the netns, the link or the master is gone
+DEL  IPAM DEL -> the link, both tried; succeeds when the netns, the link or the master is gone
      (Go's DEL fails when the master is gone: it looks the master up first)
 CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on this master,
      with prevResult's addresses and routes
@@ -12,16 +12,14 @@ CHECK prevResult's interface is a vlan with this VLAN id (and mtu, when set) on 
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pydantic import Field, field_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code
+from ..errors import CNIError, Code, ErrorList
 from ..netconf import Invalid
-from ..net import sublink
-from ..net.iface import configure_iface
-from ..net.netlink import Netlink
-from ..net.netns import NetNS
+from ..net import link, sublink
+from ..net.iface import check_container_link, configure_iface
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import Interface, Result
@@ -69,15 +67,11 @@ def load_conf(args: CmdArgs) -> Conf:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    with ExitStack() as undo:
-        ctr_ns = undo.enter_context(NetNS.open(args.netns))
-        with ctr_ns.enter():
-            ctr = undo.enter_context(Netlink())
-        host = undo.enter_context(Netlink())
-        maker = ctr if conf.link_in_container else host
+    with open_sockets(args.netns) as nl, Rollback() as undo:
+        maker = nl.ctr if conf.link_in_container else nl.host
         master, master_mtu = sublink.resolve_master(conf, args, maker)
-        sublink.ensure_free(ctr, args.ifname)
-        vl = sublink.create_renamed(maker, ctr, ctr_ns, args.ifname, "vlan", undo,
+        sublink.ensure_free(nl.ctr, args.ifname)
+        vl = sublink.create_renamed(maker, nl.ctr, nl.ctr_ns, args.ifname, "vlan", undo,
                                     parent=master, mtu=conf.mtu or master_mtu,
                                     data=[("IFLA_VLAN_ID", conf.vlan_id)])
         checkpoint("link")
@@ -87,22 +81,22 @@ def cmd_add(args: CmdArgs) -> Result:
         result.ips, result.routes = ipam.ips, ipam.routes
         for ip in result.ips:
             ip.interface = 0
-        with ctr_ns.enter():
-            configure_iface(ctr, args.ifname, result)
+        with nl.ctr_ns.enter():
+            configure_iface(nl.ctr, args.ifname, result)
         checkpoint("address")
         result.dns = conf.dns.to_result()
-        undo.pop_all()
-        ctr.close()
-        host.close()
-        ctr_ns.close()
         return result
 
 
 def cmd_del(args: CmdArgs) -> None:
     conf = read_conf(args)                   # no master lookup: DEL works when it is gone
+    errs = ErrorList()
     if conf.ipam_type:
-        invoke.delegate_del(conf.ipam_type, args)
-    sublink.delete_in_netns(args.netns, args.ifname)
+        with errs.collect():
+            invoke.delegate_del(conf.ipam_type, args)
+    with errs.collect():
+        link.delete_in_netns(args.netns, args.ifname)
+    errs.raise_if_any()
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -111,12 +105,9 @@ def cmd_check(args: CmdArgs) -> None:
     if prev is None:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, "vlan CHECK: prevResult is required")
     invoke.delegate_check(conf.ipam_type, args)
-    with Netlink() as host, NetNS.open(args.netns) as ns:
-        with ns.enter():
-            ctr = Netlink()
-        with ctr:
-            master = (ctr if conf.link_in_container else host).link(conf.master)
-            vl = sublink.check_container_link(ctr, args, prev, "vlan")
+    with open_sockets(args.netns) as nl:
+        master = (nl.ctr if conf.link_in_container else nl.host).link(conf.master)
+        vl = check_container_link(nl.ctr, prev, args.ifname, args.netns, "vlan")
     vid = vl.data.get("IFLA_VLAN_ID")
     if vid != conf.vlan_id:
         raise CNIError(Code.INTERNAL,

@@ -17,7 +17,6 @@ Config (bits per second, bits), static keys first, else runtimeConfig.bandwidth 
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any, Callable
 
 from pydantic import Field, field_validator
@@ -27,7 +26,7 @@ from ..errors import CNIError, Code, kernel_errors
 from ..net import tc
 from ..net.firewall.names import hash_prefix
 from ..net.netlink import TC_H_INGRESS, Link, Netlink
-from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..netconf import Invalid
 from ..skel import CmdArgs
 from ..types import Interface, Result
@@ -150,11 +149,10 @@ def require_prev_result(args: CmdArgs) -> Result:
     return result
 
 
-def host_veth(host: Netlink, ctr_ns: NetNS, ifname: str, result: Result) -> Link:
+def host_veth(host: Netlink, ctr: Netlink, ifname: str, result: Result) -> Link:
     """The host end of the container's veth, which prevResult must list without a
     sandbox (Go's getHostInterface)."""
-    with ctr_ns.enter(), Netlink() as ctr:
-        link = ctr.link(ifname)
+    link = ctr.link(ifname)
     if link is None:
         raise CNIError(Code.INTERNAL, f"failed to find container interface {ifname!r}")
     if link.kind != "veth" or not link.peer:
@@ -184,21 +182,20 @@ def cmd_add(args: CmdArgs) -> Result:
     result = require_prev_result(args)
     if bw.ingress is None and bw.egress is None:
         return result
-    with NetNS.open(args.netns) as ctr_ns, Netlink() as host, ExitStack() as undo:
-        veth = host_veth(host, ctr_ns, args.ifname, result)
+    with open_sockets(args.netns) as nl, Rollback() as undo:
+        veth = host_veth(nl.host, nl.ctr, args.ifname, result)
         if bw.ingress is not None:
-            tc.setup_tbf(host, veth.index, veth.name, bw.ingress)
-            undo.callback(_quietly, host.qdisc_del, veth.index)
+            tc.setup_tbf(nl.host, veth.index, veth.name, bw.ingress)
+            undo.callback(_quietly, nl.host.qdisc_del, veth.index)
         if bw.egress is not None:
             name = ifb_name(str(args.conf.get("name")), args.container_id)
-            ifb = tc.create_ifb(host, name, mtu=veth.mtu, txqlen=veth.txqlen)
-            undo.callback(_quietly, host.link_del, ifb.index)
-            tc.setup_redirect(host, veth.index, veth.name, ifb.index)
-            undo.callback(_quietly, host.qdisc_del, veth.index, parent=TC_H_INGRESS)
-            tc.setup_tbf(host, ifb.index, name, bw.egress)
+            ifb = tc.create_ifb(nl.host, name, mtu=veth.mtu, txqlen=veth.txqlen)
+            undo.callback(_quietly, nl.host.link_del, ifb.index)
+            tc.setup_redirect(nl.host, veth.index, veth.name, ifb.index)
+            undo.callback(_quietly, nl.host.qdisc_del, veth.index, parent=TC_H_INGRESS)
+            tc.setup_tbf(nl.host, ifb.index, name, bw.egress)
             result.interfaces.append(Interface(name=name, mac=ifb.mac))
-        undo.pop_all()
-    return result
+        return result
 
 
 def cmd_del(args: CmdArgs) -> None:
@@ -222,22 +219,22 @@ def cmd_check(args: CmdArgs) -> None:
     result = require_prev_result(args)
     if bw.ingress is None and bw.egress is None:
         return
-    with NetNS.open(args.netns) as ctr_ns, Netlink() as host:
-        veth = host_veth(host, ctr_ns, args.ifname, result)
-        qdiscs = host.qdiscs()
+    with open_sockets(args.netns) as nl:
+        veth = host_veth(nl.host, nl.ctr, args.ifname, result)
+        qdiscs = nl.host.qdiscs()
         if bw.ingress is not None:
             q = tc.root_qdisc(qdiscs, veth.index)
             if q is None or not bw.ingress.matches(q):
                 raise _mismatch(f"ingress qdisc on {veth.name!r}", bw.ingress, q)
         if bw.egress is not None:
             name = ifb_name(str(args.conf.get("name")), args.container_id)
-            ifb = host.link(name)
+            ifb = nl.host.link(name)
             if ifb is None:
                 raise CNIError(Code.INTERNAL, f"bandwidth: ifb device {name!r} is missing")
             q = tc.root_qdisc(qdiscs, ifb.index)
             if q is None or not bw.egress.matches(q):
                 raise _mismatch(f"egress qdisc on {name!r}", bw.egress, q)
-            if not tc.redirects_to(host, qdiscs, veth.index, ifb.index):
+            if not tc.redirects_to(nl.host, qdiscs, veth.index, ifb.index):
                 raise CNIError(Code.INTERNAL,
                                f"bandwidth: {veth.name!r} does not redirect its traffic "
                                f"to {name!r}")

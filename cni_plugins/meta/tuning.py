@@ -23,6 +23,7 @@ from ..errors import CNIError, Code, kernel_errors
 from ..net import sysctl
 from ..net.netlink import IFF_ALLMULTI, IFF_PROMISC, Link, Netlink
 from ..net.netns import NetNS
+from ..net.request import open_sockets
 from ..skel import CmdArgs
 from ..types import Result
 
@@ -144,20 +145,21 @@ def cmd_add(args: CmdArgs) -> Result:
     paths = {key: sysctl_path(key, args.ifname) for key in conf.sysctl}
     check_allowlist(list(conf.sysctl))
     check_mac(conf.mac)
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
-        for key, value in conf.sysctl.items():
-            with kernel_errors(f"set sysctl {key!r}"):
-                sysctl.set(paths[key], value)
+    with open_sockets(args.netns, host=False) as nl:
+        with nl.ctr_ns.enter():                 # /proc/sys/net follows the thread
+            for key, value in conf.sysctl.items():
+                with kernel_errors(f"set sysctl {key!r}"):
+                    sysctl.set(paths[key], value)
         if not wants_link_change(conf):
             return result
-        link = nl.link(args.ifname)
+        link = nl.ctr.link(args.ifname)
         if link is None:
             raise CNIError(Code.INTERNAL, f"failed to get {args.ifname!r}: no such link")
         write_backup(conf, args, link)
         with kernel_errors(f"change attributes of {args.ifname!r}"):
-            nl.link_set(link.index, mac=conf.mac, mtu=conf.mtu,
-                        promisc=True if conf.promisc else None, allmulti=conf.allmulti,
-                        txqlen=conf.tx_q_len)
+            nl.ctr.link_set(link.index, mac=conf.mac, mtu=conf.mtu,
+                            promisc=True if conf.promisc else None, allmulti=conf.allmulti,
+                            txqlen=conf.tx_q_len)
     if conf.mac:
         for iface in result.interfaces:
             if iface.name == args.ifname and iface.sandbox:

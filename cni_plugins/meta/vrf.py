@@ -12,7 +12,6 @@ DEL  the interface released from the VRF, the VRF deleted once nothing is enslav
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pydantic import field_validator
 
 from .. import netconf
@@ -20,6 +19,7 @@ from ..errors import CNIError, Code, kernel_errors
 from ..netconf import Invalid
 from ..net.netlink import RT_TABLE_MAIN, RTN_UNICAST, Link, Netlink, RouteEntry
 from ..net.netns import NetNS
+from ..net.request import Rollback, open_sockets
 from ..skel import CmdArgs, validate_ifname
 from ..testing import checkpoint
 from ..types import Result
@@ -70,7 +70,7 @@ def first_free_table(nl: Netlink) -> int:
     return next(t for t in range(1, 0xFFFFFFFF) if t not in taken)
 
 
-def ensure_vrf(nl: Netlink, conf: Conf, undo: ExitStack) -> Link:
+def ensure_vrf(nl: Netlink, conf: Conf, undo: Rollback) -> Link:
     """The VRF `conf.vrfname`, created and up if absent."""
     vrf = nl.link(conf.vrfname)
     if vrf is not None:
@@ -124,7 +124,7 @@ def restore(nl: Netlink, index: int, v6: list[str], routes: list[RouteEntry],
                          replace=True)
 
 
-def enslave(nl: Netlink, vrf: Link, ifname: str, undo: ExitStack) -> None:
+def enslave(nl: Netlink, vrf: Link, ifname: str, undo: Rollback) -> None:
     dev = nl.link(ifname)
     if dev is None:
         raise CNIError(Code.INTERNAL, f"failed to find interface {ifname!r} for VRF "
@@ -155,13 +155,12 @@ def cmd_add(args: CmdArgs) -> Result:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
                        "invalid config: prevResult: vrf must be chained after an interface "
                        "plugin (missing prevResult)")
-    with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl, ExitStack() as undo:
-        vrf = ensure_vrf(nl, conf, undo)
+    with open_sockets(args.netns, host=False) as nl, Rollback() as undo:
+        vrf = ensure_vrf(nl.ctr, conf, undo)
         checkpoint("vrf")
-        enslave(nl, vrf, args.ifname, undo)
+        enslave(nl.ctr, vrf, args.ifname, undo)
         checkpoint("routes")
-        undo.pop_all()
-    return prev
+        return prev
 
 
 def cmd_del(args: CmdArgs) -> None:

@@ -1,7 +1,8 @@
 """Apply an IPAM result to an interface, as Go's ipam.ConfigureIface does: addresses of
 the IPs that name this interface, the link up, then the routes (missing gateways filled in
-from the first gateway of the route's family). check_routes is the CHECK side (Go's
-ip.ValidateExpectedRoute)."""
+from the first gateway of the route's family). check_container_link is the CHECK side, which
+every interface plugin shares (Go's ip.ValidateExpectedInterfaceIPs and
+ip.ValidateExpectedRoute behind its lookup of the interface in prevResult)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import ipaddress
 from ..errors import CNIError, Code, kernel_errors
 from ..types import Result, Route
 from . import sysctl
-from .netlink import Netlink
+from .netlink import Link, Netlink
 
 
 def configure_iface(nl: Netlink, ifname: str, result: Result, *, dad: bool = False,
@@ -69,3 +70,30 @@ def check_routes(nl: Netlink, routes: list[Route]) -> None:
         if not any(ipaddress.ip_network(e.dst, strict=False) == want
                    and (not r.gw or e.gw == r.gw) for e in have):
             raise CNIError(Code.INTERNAL, f"route {r.dst} via {r.gw or '-'} missing in container")
+
+
+def check_container_link(ctr: Netlink, prev: Result, ifname: str, netns: str,
+                         kind: str = "") -> Link:
+    """CHECK's common part: prevResult lists `ifname` in the sandbox `netns`, the link
+    exists in the container (of `kind`, when given) with prevResult's MAC (when it has
+    one), every address of prevResult is on it and every route of prevResult is in the
+    main table. Returns the link for the plugin's own checks."""
+    want = next((i for i in prev.interfaces if i.name == ifname and i.sandbox == netns),
+                None)
+    if want is None:
+        sandbox = next((i.sandbox for i in prev.interfaces if i.name == ifname), "")
+        raise CNIError(Code.INTERNAL, f"sandbox in prevResult {sandbox!r} doesn't match "
+                                      f"configured netns {netns!r} for {ifname!r}")
+    found = ctr.link(ifname)
+    if found is None:
+        raise CNIError(Code.INTERNAL, f"container interface {ifname!r} not found")
+    if kind and found.kind != kind:
+        raise CNIError(Code.INTERNAL,
+                       f"container interface {ifname!r} is a {found.kind or 'device'}, "
+                       f"not a {kind}")
+    if want.mac and want.mac.lower() != found.mac.lower():
+        raise CNIError(Code.INTERNAL,
+                       f"interface {ifname} mac {found.mac} != expected {want.mac}")
+    check_addresses(ctr, found.index, ifname, prev.ips)
+    check_routes(ctr, prev.routes)
+    return found

@@ -1,4 +1,5 @@
-"""Links as the interface plugins need them: veth pairs, bridges, waiting for a port."""
+"""Links as the interface plugins need them: veth pairs, bridges, waiting for a port, and
+DEL's removal of the container's link."""
 
 from __future__ import annotations
 
@@ -85,3 +86,15 @@ def wait_oper_up(nl: Netlink, name: str, delays_ms: tuple[int, ...] = (0, 50, 50
             return link
     state = link.operstate if link else "missing"
     raise CNIError(Code.INTERNAL, f"bridge port in error state: {state}")
+
+
+def delete_in_netns(netns: str, ifname: str) -> None:
+    """DEL's link removal: nothing to do without a netns, when it is gone, or when the
+    link is (a veth takes its peer along; the kernel also removes a child whose master
+    went away)."""
+    ctr_ns = NetNS.open_if_exists(netns)
+    if ctr_ns is None:
+        return
+    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
+        with kernel_errors(f"delete link {ifname!r}"):
+            ctr.link_del_by_name(ifname)

@@ -1,11 +1,9 @@
 """Links an interface plugin makes for one container: children of a master (macvlan,
-ipvlan, vlan) or stand-alone ones (dummy). What their ADD, DEL and CHECK share:
+ipvlan, vlan) or stand-alone ones (dummy). What their ADDs share:
 
     index, mtu = resolve_master(conf, args, host)   # conf.master filled in when empty
     made = create_renamed(host, ctr, ctr_ns, "eth0", "vlan", undo, parent=index,
                           data=[("IFLA_VLAN_ID", 10)])
-    delete_in_netns(args.netns, args.ifname)        # DEL: gone netns or link is success
-    link = check_container_link(ctr, args, prev, "vlan")   # CHECK: the common part
 
 A link is born under a temporary name, in the container netns (made there, or made in the
 host with IFLA_NET_NS_FD), and renamed to CNI_IFNAME inside: the final name may exist in
@@ -14,16 +12,14 @@ the host, and a kernel checking names in the wrong netns must never see it.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any
 
 from ..errors import CNIError, Code, kernel_errors
 from ..skel import CmdArgs
-from ..types import Result
-from .iface import check_addresses, check_routes
 from .link import random_veth_name
 from .netlink import Link, Netlink
 from .netns import NetNS
+from .request import Rollback
 
 
 def default_route_interface(nl: Netlink) -> str:
@@ -69,12 +65,12 @@ def ensure_free(ctr: Netlink, ifname: str) -> None:
 
 
 def create_renamed(maker: Netlink, ctr: Netlink, ctr_ns: NetNS, ifname: str, kind: str,
-                   undo: ExitStack, *, parent: int = 0, mtu: int = 0, mac: str = "",
+                   undo: Rollback, *, parent: int = 0, mtu: int = 0, mac: str = "",
                    data: list | None = None) -> Link:
     """Make a `kind` link for the container under a temporary name and rename it to
     `ifname`. `maker` is the socket whose netns creates it: the container's own (`ctr`)
     or the host's, which moves it into `ctr_ns` on creation. Deleting it is pushed on
-    `undo` before anything else can fail."""
+    `undo` (a Rollback) before anything else can fail."""
     tmp = random_veth_name()
     with kernel_errors(f"create {kind}"):
         made = maker.link_add(tmp, kind, mtu=mtu, mac=mac, parent=parent, data=data,
@@ -88,39 +84,3 @@ def create_renamed(maker: Netlink, ctr: Netlink, ctr_ns: NetNS, ifname: str, kin
         ctr.link_set(made.index, name=ifname)
     made.name = ifname                  # a rename keeps the index and the MAC
     return made
-
-
-def delete_in_netns(netns: str, ifname: str) -> None:
-    """DEL's link removal: nothing to do without a netns, when it is gone, or when the
-    link is (the kernel also removes a child whose master went away)."""
-    ctr_ns = NetNS.open_if_exists(netns)
-    if ctr_ns is None:
-        return
-    with ctr_ns, ctr_ns.enter(), Netlink() as ctr:
-        with kernel_errors(f"delete link {ifname!r}"):
-            ctr.link_del_by_name(ifname)
-
-
-def check_container_link(ctr: Netlink, args: CmdArgs, prev: Result, kind: str) -> Link:
-    """CHECK's common part: prevResult names CNI_IFNAME in this sandbox, the link exists
-    with that kind (and MAC, when the result has one), every address of prevResult is on
-    it and every route of prevResult is in the main table. Returns the link for the
-    kind's own checks."""
-    want = next((i for i in prev.interfaces
-                 if i.name == args.ifname and i.sandbox == args.netns), None)
-    if want is None:
-        raise CNIError(Code.INTERNAL, f"prevResult has no interface {args.ifname!r} in "
-                                      f"sandbox {args.netns!r}")
-    found = ctr.link(args.ifname)
-    if found is None:
-        raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} not found")
-    if found.kind != kind:
-        raise CNIError(Code.INTERNAL,
-                       f"container interface {args.ifname!r} is a {found.kind or 'device'}, "
-                       f"not a {kind}")
-    if want.mac and want.mac.lower() != found.mac.lower():
-        raise CNIError(Code.INTERNAL,
-                       f"interface {args.ifname} mac {found.mac} != expected {want.mac}")
-    check_addresses(ctr, found.index, args.ifname, prev.ips)
-    check_routes(ctr, prev.routes)
-    return found

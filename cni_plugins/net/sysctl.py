@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from ..errors import kernel_errors
+
 ROOT = "/proc/sys/"
 
 
@@ -48,3 +50,13 @@ def try_set(name: str, value: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def enable_forwarding(family: int) -> None:
+    """IP forwarding on for the host: what a gateway on a bridge or a ptp host end needs.
+    Host-wide and shared by every pod, so written only when off."""
+    with kernel_errors("enable IP forwarding"):
+        if family == 4:
+            ensure("net/ipv4/ip_forward", "1")
+        else:
+            ensure("net/ipv6/conf/all/forwarding", "1")
