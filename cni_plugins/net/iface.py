@@ -5,7 +5,7 @@ ip.ValidateExpectedRoute)."""
 
 from __future__ import annotations
 
-import ipaddress
+import netaddr
 
 from ..errors import CNIError, Code, kernel_errors
 from ..types import Result, Route
@@ -65,7 +65,7 @@ def check_routes(nl: Netlink, routes: list[Route]) -> None:
     gateway when the result names one. CNIError on the first missing."""
     have = nl.routes(4) + nl.routes(6)
     for r in routes:
-        want = ipaddress.ip_network(r.dst, strict=False)
-        if not any(ipaddress.ip_network(e.dst, strict=False) == want
+        want = netaddr.IPNetwork(r.dst).cidr
+        if not any(netaddr.IPNetwork(e.dst).cidr == want
                    and (not r.gw or e.gw == r.gw) for e in have):
             raise CNIError(Code.INTERNAL, f"route {r.dst} via {r.gw or '-'} missing in container")

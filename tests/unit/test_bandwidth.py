@@ -100,23 +100,3 @@ def test_del_reads_no_limits_and_imports_no_pydantic():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False"]
-
-
-def test_tc_codecs_load_narrowly_and_leave_pyroute2_importable():
-    script = ("import sys\n"
-              "from cni_plugins.net import netlink\n"
-              "netlink.msg_classes(); before = set(sys.modules)\n"
-              "netlink.tc_codecs()\n"
-              "new = sorted(m.rsplit('.', 1)[-1] for m in set(sys.modules) - before)\n"
-              "print(' '.join(new))\n"
-              "print('pyroute2.netlink.rtnl.tcmsg' in sys.modules)\n"
-              "import pyroute2.netlink.rtnl.tcmsg as real\n"
-              "print(real.tcmsg.__name__, 'cls_basic' in real.plugins['basic'].__name__)\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    new, bare_left, real = out.stdout.splitlines()
-    assert set(new.split()) <= {"sched_tbf", "cls_u32", "act_mirred", "common", "common_act",
-                                "act_police", "act_bpf", "act_connmark", "act_gact",
-                                "act_skbedit", "act_vlan"}
-    assert bare_left == "False"
-    assert real == "tcmsg True"
