@@ -543,7 +543,7 @@ class NFT:
         self.close()
 
 
-Place = tuple  # (family, table, chain or None for the whole table)
+Place = tuple[str, str, "str | None"]     # family, table, chain (None: the whole table)
 
 
 def delete_rules(sock: NFT, places: Iterable[Place], match: Callable[[Rule], bool], *,
