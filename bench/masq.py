@@ -37,14 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 COLD = r"""
 import sys, time
-from cni_plugins.net import netlink, netns
-netlink.msg_classes()                         # bridge/ptp have these loaded already
+from cni_plugins.net import netlink, netns    # bridge/ptp have netlink loaded already
 verb, ns_path, cid, ips = sys.argv[1:5]
 ns = netns.NetNS.open(ns_path)
 with ns.enter():
     t, c = time.perf_counter(), time.process_time()
     from cni_plugins.net.firewall import masq
-    masq.nft.msg_classes()
     t_import = time.perf_counter()
     if verb == "setup":
         masq.setup_masq("bench", "eth0", cid, ips.split(","))

@@ -578,12 +578,11 @@ class Server:
     @staticmethod
     def preload() -> None:
         """Import every plugin and what their requests touch, once, before the fork."""
-        from .net import netlink
+        from .net import conntrack, netlink, routeget  # noqa: F401
         from .types import convert  # noqa: F401
 
         for name in plugins.names():
             plugins.load(name)
-        netlink.msg_classes()
 
     def spawn(self) -> None:
         master = {"pid": os.getpid(), "started": self.started, "respawned": self.respawned}

@@ -6,7 +6,7 @@ ip.ValidateExpectedRoute behind its lookup of the interface in prevResult)."""
 
 from __future__ import annotations
 
-import ipaddress
+import netaddr
 
 from ..errors import CNIError, Code, kernel_errors
 from ..types import Result, Route
@@ -66,8 +66,8 @@ def check_routes(nl: Netlink, routes: list[Route]) -> None:
     gateway when the result names one. CNIError on the first missing."""
     have = nl.routes(4) + nl.routes(6)
     for r in routes:
-        want = ipaddress.ip_network(r.dst, strict=False)
-        if not any(ipaddress.ip_network(e.dst, strict=False) == want
+        want = netaddr.IPNetwork(r.dst).cidr
+        if not any(netaddr.IPNetwork(e.dst).cidr == want
                    and (not r.gw or e.gw == r.gw) for e in have):
             raise CNIError(Code.INTERNAL, f"route {r.dst} via {r.gw or '-'} missing in container")
 

@@ -1,10 +1,7 @@
-"""The one module that imports pyroute2, and our narrow netlink facade over it.
+"""Our narrow netlink facade: links, addresses, routes, route lookups and tc.
 
-pyroute2's message classes (ifinfmsg, ifaddrmsg, rtmsg, …) encode and decode every
-request; the socket loop here is ours. That keeps two costs off every plugin exec:
-`import pyroute2` runs the whole package (~160 modules, asyncio, ndb: ≈250 ms here),
-and the sync IPRoute sits on an event loop. Loading only the message modules costs
-≈35 ms, and only verbs that touch the kernel pay it.
+pyroute2's message classes (ifinfmsg, ifaddrmsg, rtmsg, tcmsg and its codecs) encode
+and decode every request; net/transport.py sends them and reads the answers.
 
     with Netlink() as nl:                # bound to the netns the thread is in now
         lo = nl.link("lo")               # Link | None
@@ -17,22 +14,23 @@ step in errors.kernel_errors("…") to get a CNIError that says what failed.
 
 from __future__ import annotations
 
+import errno
 import functools
-import importlib.util
-import os
 import socket
-import struct
-import sys
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x2, 0x4, 0x8
-NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
-NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+import netaddr
+from pyroute2.netlink import nla
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.tcmsg import cls_u32, sched_tbf
+from pyroute2.netlink.rtnl.tcmsg import tcmsg as _tcmsg
+
+from .transport import NLM_F_ACK, NLM_F_DUMP, NLM_F_ECHO, NLM_F_REQUEST, Socket
+
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-NLM_F_ACK_TLVS = 0x200
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 AF_BRIDGE = 7
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
@@ -44,39 +42,76 @@ RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3                 # what iproute2 and the Go plugins use (pyroute2: static)
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
 RTN_UNICAST = 1
-SOL_NETLINK, NETLINK_EXT_ACK = 270, 11
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 RTM_NEWTFILTER, RTM_DELTFILTER, RTM_GETTFILTER = 44, 45, 46
 TC_H_ROOT, TC_H_INGRESS = 0xFFFFFFFF, 0xFFFFFFF1
 ETH_P_ALL = 0x0003
 MIRRED_EGRESS_REDIRECT = 1      # TCA_EGRESS_REDIR
-_HDR = struct.Struct("=IHHII")
+# the link is gone (or never was): lookups answer None, deletions False
+_NO_LINK = (errno.ENODEV, errno.ENOENT)
+# the route to a destination does not exist: route_get answers None
+_NO_ROUTE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN)
 
 
-def _pyroute2_module(name: str) -> Any:
-    """Import pyroute2.<name> without running pyroute2/__init__.py.
-
-    The package is registered as a bare namespace (its __path__ only), so submodule
-    imports resolve normally and the heavy package init never runs.
-    """
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is None or spec.submodule_search_locations is None:
-            raise ImportError("pyroute2 is not installed")
-        pkg = types.ModuleType("pyroute2")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        pkg.__spec__ = spec
-        sys.modules["pyroute2"] = pkg
-    return importlib.import_module("pyroute2." + name)
+def tc_handle(major: int, minor: int = 0) -> int:
+    """"1:" is tc_handle(1), "ffff:" tc_handle(0xffff), "1:1" tc_handle(1, 1)."""
+    return (major << 16) | minor
 
 
-def msg_classes() -> dict[int, Any]:
-    """Reply type -> pyroute2 message class (loaded on first use)."""
-    ifinfmsg = _pyroute2_module("netlink.rtnl.ifinfmsg").ifinfmsg
-    ifaddrmsg = _pyroute2_module("netlink.rtnl.ifaddrmsg").ifaddrmsg
-    rtmsg = _pyroute2_module("netlink.rtnl.rtmsg").rtmsg
-    return {RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg,
-            RTM_DELADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg, RTM_DELROUTE: rtmsg}
+class tbf_options(sched_tbf.options):
+    """pyroute2's tbf options and the 64-bit rate (≥ 34 Gbit/s) it lacks."""
+
+    _nlmsg_base__compiled_nla = False
+    nla_map = tuple(sched_tbf.options.nla_map) + (
+        ("TCA_TBF_RATE64", "uint64"), ("TCA_TBF_PRATE64", "uint64"),
+        ("TCA_TBF_BURST", "uint32"), ("TCA_TBF_PBURST", "uint32"), ("TCA_TBF_PAD", "hex"))
+
+
+class tcmsg(_tcmsg):
+    """pyroute2's tcmsg with tbf_options for tbf (and only its options decoded: stats
+    come as bytes)."""
+
+    _nlmsg_base__compiled_nla = False
+    nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"),
+               ("TCA_OPTIONS", "get_options"), ("TCA_STATS", "hex"),
+               ("TCA_XSTATS", "hex"), ("TCA_RATE", "hex"), ("TCA_FCNT", "hex"),
+               ("TCA_STATS2", "hex"), ("TCA_STAB", "hex"), ("TCA_PAD", "hex"),
+               ("TCA_DUMP_INVISIBLE", "flag"), ("TCA_CHAIN", "uint32"))
+
+    @staticmethod
+    def get_options(self: Any, *argv: Any, **kwarg: Any) -> Any:
+        kind = self.get_attr("TCA_KIND")
+        if kind == "tbf":
+            return tbf_options
+        if kind == "u32":
+            return cls_u32.options
+        return nla.hex
+
+
+_CLASSES: dict[int, Any] = {
+    RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg,
+    RTM_DELADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg, RTM_DELROUTE: rtmsg,
+    RTM_NEWQDISC: tcmsg, RTM_DELQDISC: tcmsg, RTM_NEWTFILTER: tcmsg, RTM_DELTFILTER: tcmsg}
+
+
+def _family(ip: str) -> tuple[int, int]:
+    """(AF_INET or AF_INET6, its full prefix length) of an address."""
+    version = _net(ip).version
+    return (socket.AF_INET6, 128) if version == 6 else (socket.AF_INET, 32)
+
+
+def _split(cidr: str) -> tuple[str, int, int]:
+    """"10.1.0.5/24" → ("10.1.0.5", AF_INET, 24); no prefix means a host address."""
+    net = _net(cidr)
+    return str(net.ip), socket.AF_INET6 if net.version == 6 else socket.AF_INET, \
+        net.prefixlen
+
+
+def _net(text: str) -> netaddr.IPNetwork:
+    try:
+        return netaddr.IPNetwork(text)
+    except (netaddr.AddrFormatError, TypeError) as e:
+        raise ValueError(f"invalid IP address or CIDR {text!r}") from e
 
 
 @dataclass
@@ -178,80 +213,35 @@ def _common(*, mtu: int, mac: str, ns_fd: int) -> list:
     return attrs
 
 
-def _ext_ack_text(data: bytes, off: int, end: int) -> str:
-    """NLMSGERR_ATTR_MSG (1) from the TLVs trailing an error message."""
-    while off + 4 <= end:
-        length, kind = struct.unpack_from("=HH", data, off)
-        if length < 4:
-            break
-        if kind == 1:
-            return data[off + 4:off + length].rstrip(b"\0").decode(errors="replace")
-        off += (length + 3) & ~3
-    return ""
-
-
 class Netlink:
     """A NETLINK_ROUTE socket bound to the netns of the thread that opened it."""
 
     def __init__(self) -> None:
-        self._classes = msg_classes()
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                   socket.NETLINK_ROUTE)
-        try:
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        except OSError:
-            pass
-        self._sock.bind((0, 0))
-        self._seq = 0
-
-    # -- transport -------------------------------------------------------------------
+        self._sock = Socket(socket.NETLINK_ROUTE)
 
     def request(self, msg: Any, msg_type: int, flags: int = 0, dump: bool = False) -> list[Any]:
-        """Send one request; return the decoded replies (a dump's, or none for an ack).
+        """Send one request; return the decoded replies (a dump's, an echo, or none for
+        an ack).
 
         `flags` are the request's own (NLM_F_CREATE|NLM_F_EXCL…); they share bits with
         the dump flags, hence the separate `dump`.
         """
-        self._seq += 1
-        seq = self._seq
+        seq = self._sock.next_seq()
         msg["header"]["type"] = msg_type
         msg["header"]["flags"] = NLM_F_REQUEST | flags | (NLM_F_DUMP if dump else NLM_F_ACK)
         msg["header"]["sequence_number"] = seq
         msg.encode()
-        self._sock.send(msg.data)
-        replies: list[Any] = []
-        while True:
-            data = self._sock.recv(1 << 16)
-            off = 0
-            while off + _HDR.size <= len(data):
-                length, mtype, mflags, mseq, _ = _HDR.unpack_from(data, off)
-                if length < _HDR.size:
-                    raise OSError(0, "malformed netlink reply")
-                end = off + length
-                if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        return replies
-                    if mtype == NLMSG_ERROR:
-                        (err,) = struct.unpack_from("=i", data, off + _HDR.size)
-                        if err == 0:
-                            return replies
-                        text = ""
-                        if mflags & NLM_F_ACK_TLVS:
-                            inner = struct.unpack_from("=I", data, off + _HDR.size + 4)[0]
-                            capped = mflags & 0x100           # NLM_F_CAPPED: request echoed as header only
-                            tlv = off + _HDR.size + 4 + (_HDR.size if capped else (inner + 3) & ~3)
-                            text = _ext_ack_text(data, tlv, end)
-                        reason = os.strerror(-err) + (f" ({text})" if text else "")
-                        raise OSError(-err, reason)
-                    cls = self._classes.get(mtype)
-                    if cls is not None:
-                        reply = cls(data[off:end])
-                        reply.decode()
-                        replies.append(reply)
-                off = (end + 3) & ~3
+        replies = []
+        for raw in self._sock.request(msg.data, seq, dump=dump):
+            cls = _CLASSES.get(int.from_bytes(raw[4:6], "little"))
+            if cls is not None:
+                reply = cls(raw)
+                reply.decode()
+                replies.append(reply)
+        return replies
 
     def _new(self, kind: int, **fields: Any) -> Any:
-        msg = self._classes[kind]()
+        msg = _CLASSES[kind]()
         for key, value in fields.items():
             if key == "attrs":
                 msg["attrs"] = value
@@ -267,7 +257,7 @@ class Netlink:
             (reply,) = self.request(self._new(RTM_NEWLINK, attrs=[("IFLA_IFNAME", name)]),
                                     RTM_GETLINK)
         except OSError as e:
-            if e.errno in (19, 2):      # ENODEV, ENOENT
+            if e.errno in _NO_LINK:
                 return None
             raise
         return _link(reply)
@@ -285,15 +275,11 @@ class Netlink:
                                                                   "vid": vid})]})])
         self.request(msg, RTM_SETLINK if add else RTM_DELLINK)
 
-    def link_set_up(self, index: int, up: bool = True) -> None:
-        msg = self._new(RTM_NEWLINK, index=index, flags=IFF_UP if up else 0, change=IFF_UP)
-        self.request(msg, RTM_NEWLINK)
-
     def link_by_index(self, index: int) -> Link | None:
         try:
             (reply,) = self.request(self._new(RTM_NEWLINK, index=index), RTM_GETLINK)
         except OSError as e:
-            if e.errno in (19, 2):
+            if e.errno in _NO_LINK:
                 return None
             raise
         return _link(reply)
@@ -376,7 +362,7 @@ class Netlink:
         try:
             self.request(self._new(RTM_NEWLINK, index=index), RTM_DELLINK)
         except OSError as e:
-            if e.errno in (19, 2):
+            if e.errno in _NO_LINK:
                 return False
             raise
         return True
@@ -387,7 +373,7 @@ class Netlink:
         try:
             self.request(self._new(RTM_NEWLINK, attrs=[("IFLA_IFNAME", name)]), RTM_DELLINK)
         except OSError as e:
-            if e.errno in (19, 2):
+            if e.errno in _NO_LINK:
                 return False
             raise
         return True
@@ -403,25 +389,22 @@ class Netlink:
     def addr_add(self, index: int, cidr: str, *, nodad: bool = False,
                  replace: bool = False) -> None:
         """Add "10.1.0.5/24" (EEXIST when present unless replace)."""
-        ip, _, plen = cidr.partition("/")
-        v6 = ":" in ip
+        ip, family, prefixlen = _split(cidr)
         attrs: list = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
         if nodad:
             attrs.append(("IFA_FLAGS", IFA_F_NODAD))
-        msg = self._new(RTM_NEWADDR, family=socket.AF_INET6 if v6 else socket.AF_INET,
-                        prefixlen=int(plen or (128 if v6 else 32)), index=index, attrs=attrs)
+        msg = self._new(RTM_NEWADDR, family=family, prefixlen=prefixlen, index=index,
+                        attrs=attrs)
         self.request(msg, RTM_NEWADDR, NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL))
 
     def addr_del(self, index: int, cidr: str) -> bool:
-        ip, _, plen = cidr.partition("/")
-        v6 = ":" in ip
-        msg = self._new(RTM_NEWADDR, family=socket.AF_INET6 if v6 else socket.AF_INET,
-                        prefixlen=int(plen or (128 if v6 else 32)), index=index,
+        ip, family, prefixlen = _split(cidr)
+        msg = self._new(RTM_NEWADDR, family=family, prefixlen=prefixlen, index=index,
                         attrs=[("IFA_LOCAL", ip)])
         try:
             self.request(msg, RTM_DELADDR)
         except OSError as e:
-            if e.errno in (99, 19, 2):      # EADDRNOTAVAIL, ENODEV, ENOENT
+            if e.errno in (errno.EADDRNOTAVAIL, *_NO_LINK):
                 return False
             raise
         return True
@@ -452,7 +435,7 @@ class Netlink:
         try:
             self.request(msg, RTM_DELROUTE)
         except OSError as e:
-            if e.errno in (3, 19, 2):       # ESRCH, ENODEV, ENOENT
+            if e.errno in (errno.ESRCH, *_NO_LINK):
                 return False
             raise
         return True
@@ -460,9 +443,7 @@ class Netlink:
     def _route_msg(self, dst: str, *, gw: str, oif: int, scope: int | None, table: int,
                    priority: int, proto: int, mtu: int = 0, advmss: int = 0,
                    src: str = "") -> Any:
-        ip, _, plen = dst.partition("/")
-        v6 = ":" in ip
-        dst_len = int(plen or (128 if v6 else 32))
+        ip, family, dst_len = _split(dst)
         if scope is None:
             scope = RT_SCOPE_UNIVERSE if gw else RT_SCOPE_LINK
         attrs: list = []
@@ -480,17 +461,26 @@ class Netlink:
         metrics = [(k, v) for k, v in (("RTAX_MTU", mtu), ("RTAX_ADVMSS", advmss)) if v]
         if metrics:
             attrs.append(("RTA_METRICS", {"attrs": metrics}))
-        return self._new(RTM_NEWROUTE, family=socket.AF_INET6 if v6 else socket.AF_INET,
-                         dst_len=dst_len, table=table if table < 256 else 252, proto=proto,
+        return self._new(RTM_NEWROUTE, family=family, dst_len=dst_len, table=table if table < 256 else 252, proto=proto,
                          scope=scope, type=RTN_UNICAST, attrs=attrs)
 
-    # -- traffic control (tc; codecs loaded on first use, see tc_codecs) ------------
+    def route_get(self, ip: str) -> RouteEntry | None:
+        """The route the kernel would send a packet to `ip` by (`ip route get`); None
+        when there is none."""
+        family, bits = _family(ip)
+        msg = self._new(RTM_NEWROUTE, family=family, dst_len=bits, attrs=[("RTA_DST", ip)])
+        try:
+            replies = self.request(msg, RTM_GETROUTE)
+        except OSError as e:
+            if e.errno in _NO_ROUTE:
+                return None
+            raise
+        return _route(replies[0]) if replies else None
+
+    # -- traffic control -------------------------------------------------------------
 
     def _tc(self, **fields: Any) -> Any:
-        cls = tc_codecs().tcmsg
-        for t in (RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER, RTM_DELTFILTER):
-            self._classes.setdefault(t, cls)
-        msg = cls()
+        msg = tcmsg()
         for key, value in fields.items():
             msg[key] = value
         return msg
@@ -526,7 +516,7 @@ class Netlink:
         try:
             self.request(self._tc(index=index, parent=parent, handle=handle), RTM_DELQDISC)
         except OSError as e:
-            if e.errno in (2, 19, 22):      # ENOENT, ENODEV, EINVAL: none but the default
+            if e.errno in (errno.EINVAL, *_NO_LINK):    # EINVAL: none but the default
                 return False
             raise
         return True
@@ -541,7 +531,7 @@ class Netlink:
                                 protocol: int = ETH_P_ALL) -> None:
         """A u32 match-all filter on `parent` whose action is mirred egress redirect to
         link `target` (tc filter … u32 match u32 0 0 action mirred egress redirect)."""
-        opts = tc_codecs().u32.get_parameters({
+        opts = cls_u32.get_parameters({
             "target": classid, "keys": ["0x0/0x0+0"],
             "action": [{"kind": "mirred", "direction": "egress", "action": "redirect",
                         "ifindex": target}]})
@@ -559,83 +549,6 @@ class Netlink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# -- traffic control ---------------------------------------------------------------------
-#
-# Added for bandwidth; loaded on a tc method's first use, so plugins without tc pay nothing.
-# pyroute2's tcmsg package __init__ imports every qdisc, filter and action codec it has
-# (≈25 ms here). Unless it is loaded already, the package stands in as a bare namespace
-# while sched_tbf, cls_u32 and act_mirred load (≈5 ms), and is dropped from sys.modules
-# afterwards, so a later `import pyroute2…tcmsg` still runs the genuine __init__. The tcmsg
-# header class is therefore ours.
-
-_TC_PKG = "pyroute2.netlink.rtnl.tcmsg"
-_tc: types.SimpleNamespace | None = None
-
-
-def tc_handle(major: int, minor: int = 0) -> int:
-    """"1:" is tc_handle(1), "ffff:" tc_handle(0xffff), "1:1" tc_handle(1, 1)."""
-    return (major << 16) | minor
-
-
-def _tc_codecs() -> types.SimpleNamespace:
-    if _TC_PKG in sys.modules:
-        return types.SimpleNamespace(**{n: importlib.import_module(f"{_TC_PKG}.{n}")
-                                        for n in ("sched_tbf", "cls_u32", "act_mirred")})
-    rtnl = _pyroute2_module("netlink.rtnl")
-    spec = importlib.util.find_spec(_TC_PKG)
-    if spec is None or spec.submodule_search_locations is None:
-        raise ImportError(f"{_TC_PKG} is not installed")
-    bare = types.ModuleType(_TC_PKG)
-    bare.__path__ = list(spec.submodule_search_locations)
-    bare.__spec__ = spec
-    sys.modules[_TC_PKG] = bare
-    try:
-        return types.SimpleNamespace(**{n: importlib.import_module(f"{_TC_PKG}.{n}")
-                                        for n in ("sched_tbf", "cls_u32", "act_mirred")})
-    finally:
-        if sys.modules.get(_TC_PKG) is bare:
-            del sys.modules[_TC_PKG]
-        if getattr(rtnl, "tcmsg", None) is bare:
-            delattr(rtnl, "tcmsg")
-
-
-def tc_codecs() -> types.SimpleNamespace:
-    """tcmsg (ours) for qdisc and filter messages, and pyroute2's u32 codec module, for
-    building filter options (built on first use; a race builds it twice, harmlessly)."""
-    global _tc
-    if _tc is not None:
-        return _tc
-    nl = _pyroute2_module("netlink")
-    mods = _tc_codecs()                 # u32's actions find mirred's codec by kind
-
-    class tbf_options(mods.sched_tbf.options):      # + the 64-bit rate (≥ 34 Gbit/s)
-        _nlmsg_base__compiled_nla = False
-        nla_map = tuple(mods.sched_tbf.options.nla_map) + (
-            ("TCA_TBF_RATE64", "uint64"), ("TCA_TBF_PRATE64", "uint64"),
-            ("TCA_TBF_BURST", "uint32"), ("TCA_TBF_PBURST", "uint32"),
-            ("TCA_TBF_PAD", "hex"))
-
-    options = {"tbf": tbf_options, "u32": mods.cls_u32.options}
-
-    class tcmsg(nl.nlmsg):
-        _nlmsg_base__compiled_nla = False
-        prefix = "TCA_"
-        fields = (("family", "B"), ("pad1", "B"), ("pad2", "H"), ("index", "i"),
-                  ("handle", "I"), ("parent", "I"), ("info", "I"))
-        nla_map = (("TCA_UNSPEC", "none"), ("TCA_KIND", "asciiz"),
-                   ("TCA_OPTIONS", "get_options"), ("TCA_STATS", "hex"),
-                   ("TCA_XSTATS", "hex"), ("TCA_RATE", "hex"), ("TCA_FCNT", "hex"),
-                   ("TCA_STATS2", "hex"), ("TCA_STAB", "hex"), ("TCA_PAD", "hex"),
-                   ("TCA_DUMP_INVISIBLE", "flag"), ("TCA_CHAIN", "uint32"))
-
-        @staticmethod
-        def get_options(self: Any, *argv: Any, **kwarg: Any) -> Any:
-            return options.get(self.get_attr("TCA_KIND"), nl.nla.hex)
-
-    _tc = types.SimpleNamespace(tcmsg=tcmsg, u32=mods.cls_u32)
-    return _tc
 
 
 @dataclass

@@ -12,6 +12,9 @@ rate plus the bucket. Same inputs, same kernel parameters, whichever implementat
 
 from __future__ import annotations
 
+import errno
+import os
+
 from ..errors import kernel_errors
 from .netlink import TC_H_INGRESS, TC_H_ROOT, Link, Netlink, Qdisc, tc_handle
 
@@ -102,7 +105,7 @@ def create_ifb(nl: Netlink, name: str, *, mtu: int, txqlen: int) -> Link:
         ifb = ifb or nl.link(name)
         if ifb is None:
             with kernel_errors(f"find ifb device {name!r}"):
-                raise FileNotFoundError(19, "No such device")
+                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
         return ifb
     except BaseException:
         try:

@@ -3,8 +3,6 @@ loading the tc codecs imports."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
@@ -101,23 +99,3 @@ def test_exact_key_wins_over_folded_one():
                  {"INGRESSRATE": 16000, "ingressRate": 8000, "ingressBurst": 800}):
         bw = bandwidth.load_bandwidth(args(conf))
         assert bw.ingress is not None and bw.ingress.rate == 1000
-
-
-def test_tc_codecs_load_narrowly_and_leave_pyroute2_importable():
-    script = ("import sys\n"
-              "from cni_plugins.net import netlink\n"
-              "netlink.msg_classes(); before = set(sys.modules)\n"
-              "netlink.tc_codecs()\n"
-              "new = sorted(m.rsplit('.', 1)[-1] for m in set(sys.modules) - before)\n"
-              "print(' '.join(new))\n"
-              "print('pyroute2.netlink.rtnl.tcmsg' in sys.modules)\n"
-              "import pyroute2.netlink.rtnl.tcmsg as real\n"
-              "print(real.tcmsg.__name__, 'cls_basic' in real.plugins['basic'].__name__)\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    new, bare_left, real = out.stdout.splitlines()
-    assert set(new.split()) <= {"sched_tbf", "cls_u32", "act_mirred", "common", "common_act",
-                                "act_police", "act_bpf", "act_connmark", "act_gact",
-                                "act_skbedit", "act_vlan"}
-    assert bare_left == "False"
-    assert real == "tcmsg True"

@@ -1,11 +1,9 @@
 """portmap without the kernel: config parsing (codes, field names, Go's key matching),
-which container addresses are forwarded, the rules per address, and what the ADD/DEL path
-imports (no pyroute2)."""
+which container addresses are forwarded, and the rules per address."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import struct
 from typing import Any
 
 import pytest
@@ -157,48 +155,20 @@ def test_parse_ip():
             hostport.parse_ip(bad)
 
 
-def test_add_and_del_paths_import_no_pyroute2():
-    script = ("import sys\n"
-              "from cni_plugins.meta import portmap\n"
-              "from cni_plugins.net.firewall import hostport\n"
-              "from cni_plugins.net import nft, nftwire, routeget\n"
-              "m = [hostport.Mapping(8080, 80, 'tcp')]\n"
-              "b = nft.Batch()\n"
-              "for chain, e in hostport.container_rules('10.0.0.5/24', m, snat=True):\n"
-              "    b.add_rule('ip', 't', chain, e, comment='c1')\n"
-              "nftwire.expressions(hostport.hook_rules()[1])\n"
-              "print(sorted(n for n in sys.modules if n.startswith('pyroute2')))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
-
-
-def test_conntrack_classes_load_narrowly_and_leave_pyroute2_importable():
-    script = ("import sys\n"
-              "from cni_plugins.net import conntrack\n"
-              "cls = conntrack.nfct_msg()\n"
-              "print('pyroute2.netlink.core' in sys.modules, "
-              "'pyroute2.netlink.nlsocket' in sys.modules, 'asyncio' in sys.modules)\n"
-              "import pyroute2.netlink.nfnetlink.nfctsocket as real\n"
-              "print(real.NFCTSocket.__name__, cls.__name__)\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.splitlines() == ["False False False", "NFCTSocket nfct_msg"]
+def _attr(kind: int, payload: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(payload), kind) + payload + bytes(-len(payload) % 4)
 
 
 @pytest.mark.parametrize("family", [2, 10])
-def test_conntrack_dump_request_is_what_pyroute2_writes(family):
+def test_conntrack_dump_request_filters_on_protocol_and_port(family):
+    """The dump asks the kernel for one protocol's entries to one port: CTA_TUPLE_ORIG
+    with the protocol and port, and a CTA_FILTER (flagged nested: the kernel requires it) whose
+    original-direction flags name exactly those two."""
     from cni_plugins.net import conntrack
 
-    msg = conntrack.nfct_msg()()
-    msg["nfgen_family"] = family
-    msg["attrs"] = [
-        ("CTA_TUPLE_ORIG", {"attrs": [("CTA_TUPLE_PROTO", {"attrs": [
-            ("CTA_PROTO_NUM", 17), ("CTA_PROTO_DST_PORT", 5353)]})]}),
-        ("CTA_FILTER", {"attrs": [("CTA_FILTER_ORIG_FLAGS", (1 << 3) | (1 << 5)),
-                                  ("CTA_FILTER_REPLY_FLAGS", 0)]})]
-    msg["header"]["type"] = (1 << 8) | 1
-    msg["header"]["flags"] = 0x1 | 0x300
-    msg["header"]["sequence_number"] = 9
-    msg.encode()
-    assert conntrack.dump_request(17, 5353, family, 9) == bytes(msg.data)
+    tuple_orig = _attr(2, _attr(1, struct.pack("B", 17)) + _attr(3, struct.pack(">H", 5353)))
+    filt = _attr(1, struct.pack("=I", (1 << 3) | (1 << 5))) + _attr(2, struct.pack("=I", 0))
+    body = struct.pack(">BBH", family, 0, 0) + _attr(1, tuple_orig) \
+        + _attr(25 | 0x8000, filt)
+    want = struct.pack("=IHHII", 16 + len(body), (1 << 8) | 1, 0x1 | 0x300, 9, 0) + body
+    assert conntrack.dump_request(17, 5353, family, 9) == want

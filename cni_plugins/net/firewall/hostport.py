@@ -39,20 +39,21 @@ never removed. Where the rules differ from Go's nftables backend, it is to make 
   through a host port gets the answer straight over the bridge otherwise, from the
   wrong address. Go's nftables backend matches the pod's address only.
 
-Each call makes one listing per family and at most one transaction. Functions work in
-the netns the calling thread is in. setup() and teardown() encode through net/nftwire.py
-and never load pyroute2; check() decodes rules through it (net/nft.py).
+Each call makes one listing per family and at most one transaction (more only when
+another process deletes a listed rule first). Functions work in the netns the calling
+thread is in; only check() decodes rules' expressions.
 """
 
 from __future__ import annotations
 
 import errno
-import socket
 from collections import namedtuple
 from typing import Iterable
 
+import netaddr
+
 from ...errors import CNIError, Code, kernel_errors
-from .. import nft, nftwire
+from .. import nft
 
 TABLE = "cni_hostport"
 TABLE_COMMENT = "CNI portmap plugin"        # Go's, kept identical
@@ -66,7 +67,6 @@ FAMILIES = {4: "ip", 6: "ip6"}
 PROTOCOLS = ("tcp", "udp", "sctp")
 NAT_PRIORITY = {PREROUTING: -100, OUTPUT: -100, MASQUERADING: 100}
 _HOOKS = {PREROUTING: "prerouting", OUTPUT: "output", MASQUERADING: "postrouting"}
-_ATTEMPTS = 4
 # the kernel has no nf_tables: nothing of ours can be there (DEL succeeds)
 _NO_NFTABLES = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP}
 
@@ -80,21 +80,16 @@ Mapping = namedtuple("Mapping", "host_port container_port protocol host_ip", def
 def parse_ip(text: str) -> tuple[int, bytes]:
     """(4 or 6, packed) for an IP address; IPv4-mapped IPv6 counts as IPv4, as Go's
     To4() has it. ValueError when `text` is no address."""
+    ip = _address(text)
+    return ip.version, ip.packed
+
+
+def _address(text: str) -> netaddr.IPAddress:
     try:
-        return 4, socket.inet_pton(socket.AF_INET, text)
-    except OSError:
-        pass
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, text)
-    except OSError:
+        ip = netaddr.IPAddress(text)
+    except (netaddr.AddrFormatError, TypeError, ValueError):
         raise ValueError(f"invalid IP address {text!r}") from None
-    if packed[:12] == b"\0" * 10 + b"\xff\xff":
-        return 4, packed[12:]
-    return 6, packed
-
-
-def _ntop(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
+    return ip.ipv4() if ip.is_ipv4_mapped() else ip
 
 
 # -- the rules -----------------------------------------------------------------------------
@@ -113,19 +108,18 @@ def _host_ip(m: Mapping, version: int) -> str | None:
     hostIP is of the other family (Go skips the mapping for this container IP)."""
     if not m.host_ip:
         return ""
-    ip_version, packed = parse_ip(m.host_ip)
-    if ip_version != version:
+    ip = _address(m.host_ip)
+    if ip.version != version:
         return None
-    return "" if not any(packed) else _ntop(packed)
+    return "" if not int(ip) else str(ip)
 
 
 def container_rules(cidr: str, mappings: Iterable[Mapping], *, snat: bool,
                     masq_all: bool = False) -> list[tuple[str, list[dict]]]:
     """(chain, expressions) of every rule one container address ("10.1.0.5/24") gets,
     in order."""
-    version, packed, prefix = nft.parse_cidr(cidr)
-    ip = cidr.partition("/")[0]
-    subnet = f"{_ntop(nft.network(packed, prefix))}/{prefix}"
+    net = nft.cidr(cidr)
+    version, ip, subnet = net.version, str(net.ip), str(net.cidr)
     out: list[tuple[str, list[dict]]] = []
     masq: list[list[dict]] = []
     for m in mappings:
@@ -158,7 +152,7 @@ def container_rules(cidr: str, mappings: Iterable[Mapping], *, snat: bool,
 def _by_family(cidrs: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for cidr in cidrs:
-        out.setdefault(FAMILIES[6 if ":" in cidr else 4], []).append(cidr)
+        out.setdefault(FAMILIES[nft.cidr(cidr).version], []).append(cidr)
     return out
 
 
@@ -196,38 +190,33 @@ def setup(container_id: str, cidrs: Iterable[str], mappings: list[Mapping], *, s
     hooks = hook_rules()
     # the kernel lists the hook chains' rules back byte for byte as we encode them, so a
     # listing tells whether they need rewriting without decoding them
-    hooks_raw = [nftwire.expressions(r) for r in hooks]
+    hooks_raw = [nft.encode_exprs(r) for r in hooks]
+
+    def build(b: nft.Batch, listed: dict) -> None:
+        for fam, rules in wanted.items():
+            b.add_table(fam, TABLE, comment=TABLE_COMMENT)
+            b.add_chain(fam, TABLE, HOSTPORTS)
+            b.add_chain(fam, TABLE, HOSTIP_HOSTPORTS)
+            for chain in (PREROUTING, OUTPUT) + ((MASQUERADING,) if snat else ()):
+                b.add_chain(fam, TABLE, chain, type="nat", hook=_HOOKS[chain],
+                            priority=NAT_PRIORITY[chain])
+            if not _hooks_in_place(listed[(fam, TABLE, None)], hooks_raw):
+                for chain in (PREROUTING, OUTPUT):
+                    b.flush_chain(fam, TABLE, chain)
+                    for exprs in hooks:
+                        b.add_rule(fam, TABLE, chain, exprs)
+            for chain, exprs in rules:
+                b.add_rule(fam, TABLE, chain, exprs, comment=comment)
+
     with kernel_errors(f"set up port forwarding for container {container_id!r} in "
-                       f"table {TABLE}"), nftwire.NFT() as sock:
-        for attempt in range(_ATTEMPTS):
-            b = nft.Batch()
-            stale = False
-            for fam, rules in wanted.items():
-                existing = sock.rules(fam, TABLE)
-                b.add_table(fam, TABLE, comment=TABLE_COMMENT)
-                b.add_chain(fam, TABLE, HOSTPORTS)
-                b.add_chain(fam, TABLE, HOSTIP_HOSTPORTS)
-                for chain in (PREROUTING, OUTPUT) + ((MASQUERADING,) if snat else ()):
-                    b.add_chain(fam, TABLE, chain, type="nat", hook=_HOOKS[chain],
-                                priority=NAT_PRIORITY[chain])
-                if not _hooks_in_place(existing, hooks_raw):
-                    for chain in (PREROUTING, OUTPUT):
-                        b.flush_chain(fam, TABLE, chain)
-                        for exprs in hooks:
-                            b.add_rule(fam, TABLE, chain, exprs)
-                for r in existing:
-                    if r.comment == comment and r.chain in CONTAINER_CHAINS:
-                        b.delete_rule(fam, TABLE, r.chain, r.handle)
-                        stale = True
-                for chain, exprs in rules:
-                    b.add_rule(fam, TABLE, chain, exprs, comment=comment)
-            try:
-                sock.commit(b)
-                return
-            except OSError as e:
-                # a rule to replace went away between listing and commit: list again
-                if e.errno != errno.ENOENT or not stale or attempt == _ATTEMPTS - 1:
-                    raise
+                       f"table {TABLE}"), nft.NFT() as sock:
+        nft.delete_rules(sock, [(fam, TABLE, None) for fam in wanted],
+                         lambda r: _theirs(r, comment), then=build)
+
+
+def _theirs(rule: nft.Rule, container_id: str) -> bool:
+    """One of the container's rules (in a container chain, its ID as the comment)."""
+    return rule.comment == container_id and rule.chain in CONTAINER_CHAINS
 
 
 def teardown(container_id: str) -> None:
@@ -235,33 +224,12 @@ def teardown(container_id: str) -> None:
     they, the chains or the table are gone already. The shared chains stay."""
     with kernel_errors(f"tear down port forwarding for container {container_id!r}"):
         try:
-            sock = nftwire.NFT()
+            with nft.NFT() as sock:
+                nft.delete_rules(sock, [(fam, TABLE, None) for fam in FAMILIES.values()],
+                                 lambda r: _theirs(r, container_id))
         except OSError as e:
-            if e.errno in _NO_NFTABLES:
-                return
-            raise
-        with sock:
-            for _ in range(_ATTEMPTS):
-                b = nft.Batch()
-                for fam in FAMILIES.values():
-                    try:
-                        rules = sock.rules(fam, TABLE)
-                    except OSError as e:
-                        if e.errno in _NO_NFTABLES:
-                            return
-                        raise
-                    for r in rules:
-                        if r.comment == container_id and r.chain in CONTAINER_CHAINS:
-                            b.delete_rule(fam, TABLE, r.chain, r.handle)
-                if not b:
-                    return
-                try:
-                    sock.commit(b)
-                    return
-                except OSError as e:
-                    if e.errno != errno.ENOENT:     # deleted meanwhile: look again
-                        raise
-            raise OSError(errno.EAGAIN, "rules kept changing while deleting them")
+            if e.errno not in _NO_NFTABLES:
+                raise
 
 
 def check(container_id: str, cidrs: Iterable[str], mappings: list[Mapping], *, snat: bool,

@@ -18,14 +18,14 @@ One rule per address of an attachment, each carrying names.masq_comment(); the c
 starts with a hash of (network, ifname, container ID), which is how teardown finds exactly
 this attachment's rules even when another container has reused the address. Every
 function works in the netns the calling thread is in (callers enter the host netns), and
-each makes one listing and at most one transaction.
+each makes one listing and at most one transaction (more only when another process
+deletes a listed rule first).
 """
 
 from __future__ import annotations
 
 import errno
-import socket
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ...errors import CNIError, Code, kernel_errors
 from .. import nft
@@ -39,7 +39,6 @@ POSTROUTING = "postrouting"
 TABLE_COMMENT = "Masquerading for plugins from github.com/containernetworking/plugins"
 CHECKS_COMMENT = ("Masquerade traffic from certain IPs to any (non-multicast) IP outside "
                   "their subnet")
-_ATTEMPTS = 4
 # the kernel has no nf_tables: nothing of ours can be there (DEL/GC succeed)
 _NO_NFTABLES = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP}
 
@@ -52,23 +51,17 @@ def _postrouting_rules() -> list[list[dict]]:
 
 def masq_rule(cidr: str) -> list[dict]:
     """`ip saddr <ip> ip daddr != <its subnet> masquerade` (ip6 for IPv6)."""
-    version, packed, prefix = nft.parse_cidr(cidr)
-    ip = cidr.partition("/")[0]
-    subnet = f"{_ntop(nft.network(packed, prefix))}/{prefix}"
-    return [*nft.nfproto(version), *nft.addr("saddr", ip), *nft.addr("daddr", subnet, "!="),
-            *nft.masq()]
-
-
-def _ntop(packed: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6 if len(packed) == 16 else socket.AF_INET, packed)
+    net = nft.cidr(cidr)
+    return [*nft.nfproto(net.version), *nft.addr("saddr", str(net.ip)),
+            *nft.addr("daddr", str(net.cidr), "!="), *nft.masq()]
 
 
 def _validate(ips: Iterable[str]) -> list[str]:
     out = []
     for cidr in ips:
         try:
-            nft.parse_cidr(cidr)
-        except (ValueError, OSError) as e:
+            nft.cidr(cidr)
+        except ValueError as e:
             raise CNIError(Code.INVALID_NETWORK_CONFIG,
                            f"failed to set up masquerading: invalid address {cidr!r}") from e
         out.append(cidr)
@@ -76,7 +69,11 @@ def _validate(ips: Iterable[str]) -> list[str]:
 
 
 def _ours(rules: list[nft.Rule], prefix: str) -> list[nft.Rule]:
-    return [r for r in rules if r.comment is not None and r.comment.startswith(prefix)]
+    return [r for r in rules if _starts(r, prefix)]
+
+
+def _starts(rule: nft.Rule, prefix: str) -> bool:
+    return rule.comment is not None and rule.comment.startswith(prefix)
 
 
 def setup_masq(network: str, ifname: str, container_id: str, ips: Iterable[str]) -> None:
@@ -88,63 +85,41 @@ def setup_masq(network: str, ifname: str, container_id: str, ips: Iterable[str])
     cidrs = _validate(ips)
     prefix = names.masq_instance(network, ifname, container_id)
     comment = names.masq_comment(network, ifname, container_id)
+
+    def build(b: nft.Batch, listed: dict) -> None:
+        b.add_table(FAMILY, TABLE, comment=TABLE_COMMENT)
+        b.add_chain(FAMILY, TABLE, CHECKS, comment=CHECKS_COMMENT)
+        b.add_chain(FAMILY, TABLE, POSTROUTING, type="nat", hook="postrouting",
+                    priority="srcnat")
+        b.flush_chain(FAMILY, TABLE, POSTROUTING)
+        for exprs in _postrouting_rules():
+            b.add_rule(FAMILY, TABLE, POSTROUTING, exprs)
+        for cidr in cidrs:
+            b.add_rule(FAMILY, TABLE, CHECKS, masq_rule(cidr), comment=comment)
+
     what = f"set up masquerading for container {container_id!r} ({ifname}) in {FAMILY} {TABLE}"
     with kernel_errors(what), nft.NFT() as sock:
-        for attempt in range(_ATTEMPTS):
-            stale = _ours(sock.rules(FAMILY, TABLE, CHECKS), prefix)
-            b = nft.Batch()
-            b.add_table(FAMILY, TABLE, comment=TABLE_COMMENT)
-            b.add_chain(FAMILY, TABLE, CHECKS, comment=CHECKS_COMMENT)
-            b.add_chain(FAMILY, TABLE, POSTROUTING, type="nat", hook="postrouting",
-                        priority="srcnat")
-            b.flush_chain(FAMILY, TABLE, POSTROUTING)
-            for exprs in _postrouting_rules():
-                b.add_rule(FAMILY, TABLE, POSTROUTING, exprs)
-            for rule in stale:
-                b.delete_rule(FAMILY, TABLE, CHECKS, rule.handle)
-            for cidr in cidrs:
-                b.add_rule(FAMILY, TABLE, CHECKS, masq_rule(cidr), comment=comment)
-            try:
-                sock.commit(b)
-                return
-            except OSError as e:
-                # a stale rule went away between listing and commit: list again
-                if e.errno != errno.ENOENT or not stale or attempt == _ATTEMPTS - 1:
-                    raise
+        nft.delete_rules(sock, [(FAMILY, TABLE, CHECKS)], lambda r: _starts(r, prefix),
+                         then=build)
+
+
+def _delete(match: Callable[[nft.Rule], bool]) -> None:
+    """Delete the rules of the checks chain that `match`; success when none are there,
+    nor the chain, the table or nf_tables."""
+    try:
+        with nft.NFT() as sock:
+            nft.delete_rules(sock, [(FAMILY, TABLE, CHECKS)], match)
+    except OSError as e:
+        if e.errno not in _NO_NFTABLES:
+            raise
 
 
 def teardown_masq(network: str, ifname: str, container_id: str) -> None:
     """Remove this attachment's masquerade rules; success when they, the chain or the
     table are already gone. The table and chains stay, as in Go."""
     prefix = names.masq_instance(network, ifname, container_id)
-    what = f"tear down masquerading for container {container_id!r} ({ifname})"
-    with kernel_errors(what):
-        try:
-            sock = nft.NFT()
-        except OSError as e:
-            if e.errno in _NO_NFTABLES:
-                return
-            raise
-        with sock:
-            for _ in range(_ATTEMPTS):
-                try:
-                    ours = _ours(sock.rules(FAMILY, TABLE, CHECKS), prefix)
-                except OSError as e:
-                    if e.errno in _NO_NFTABLES:
-                        return
-                    raise
-                if not ours:
-                    return
-                b = nft.Batch()
-                for rule in ours:
-                    b.delete_rule(FAMILY, TABLE, CHECKS, rule.handle)
-                try:
-                    sock.commit(b)
-                    return
-                except OSError as e:
-                    if e.errno != errno.ENOENT:     # ENOENT: deleted meanwhile, look again
-                        raise
-            raise OSError(errno.EAGAIN, "rules kept changing while deleting them")
+    with kernel_errors(f"tear down masquerading for container {container_id!r} ({ifname})"):
+        _delete(lambda r: _starts(r, prefix))
 
 
 def gc_masq(network: str, keep: Iterable[tuple[str, str]]) -> None:
@@ -153,28 +128,7 @@ def gc_masq(network: str, keep: Iterable[tuple[str, str]]) -> None:
     wanted = {names.masq_comment(network, ifname, cid) for ifname, cid in keep}
     prefix = names.network_hash(network) + "-"
     with kernel_errors(f"garbage-collect masquerading rules of network {network!r}"):
-        try:
-            sock = nft.NFT()
-        except OSError as e:
-            if e.errno in _NO_NFTABLES:
-                return
-            raise
-        with sock:
-            for _ in range(_ATTEMPTS):
-                stale = [r for r in _ours(sock.rules(FAMILY, TABLE, CHECKS), prefix)
-                         if r.comment not in wanted]
-                if not stale:
-                    return
-                b = nft.Batch()
-                for rule in stale:
-                    b.delete_rule(FAMILY, TABLE, CHECKS, rule.handle)
-                try:
-                    sock.commit(b)
-                    return
-                except OSError as e:
-                    if e.errno != errno.ENOENT:
-                        raise
-            raise OSError(errno.EAGAIN, "rules kept changing while deleting them")
+        _delete(lambda r: _starts(r, prefix) and r.comment not in wanted)
 
 
 def check_masq(network: str, ifname: str, container_id: str, ips: Iterable[str]) -> None:

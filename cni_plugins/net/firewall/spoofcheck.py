@@ -60,18 +60,15 @@ def setup_spoofcheck(host_veth: str, mac: str, container_id: str, ifname: str) -
 def teardown_spoofcheck(container_id: str, ifname: str) -> None:
     """Remove this attachment's rule and chains; success when they are gone."""
     iface_chain, mac_chain, comment = _names(container_id, ifname)
-    with kernel_errors("tear down the MAC spoof check"), nft.NFT() as conn:
-        if conn.table(FAMILY, TABLE) is None:
-            return
-        b = nft.Batch()
-        for rule in conn.rules(FAMILY, TABLE, BASE):
-            if rule.comment == comment:
-                b.delete_rule(FAMILY, TABLE, BASE, rule.handle)
+
+    def chains(b: nft.Batch, listed: dict) -> None:
         present = [c for c in (iface_chain, mac_chain)
                    if conn.chain(FAMILY, TABLE, c) is not None]
         for chain in present:
             b.flush_chain(FAMILY, TABLE, chain)
         for chain in present:
             b.delete_chain(FAMILY, TABLE, chain)
-        if len(b):
-            conn.commit(b)
+
+    with kernel_errors("tear down the MAC spoof check"), nft.NFT() as conn:
+        nft.delete_rules(conn, [(FAMILY, TABLE, BASE)], lambda r: r.comment == comment,
+                         then=chains)
