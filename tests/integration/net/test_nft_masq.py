@@ -86,17 +86,6 @@ def test_select_backend():
     assert e.value.code == Code.INVALID_NETWORK_CONFIG and "ipMasqBackend" in e.value.msg
 
 
-def test_select_imports_nothing_heavy():
-    script = ("import sys\n"
-              "from cni_plugins.net import firewall\n"
-              "firewall.select(None)\n"
-              "print(sorted(m for m in sys.modules if m.startswith(("
-              "'cni_plugins.net.nft', 'cni_plugins.net.netlink'))))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_bad_address_is_a_config_error():
     with pytest.raises(CNIError) as e:
         masq.setup_masq("n", "eth0", "c", ["10.1.0.300/24"])
