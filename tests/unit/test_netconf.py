@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import Field, field_validator, model_validator
 
+from cni_plugins import skel
 from cni_plugins.errors import CNIError, Code
 from cni_plugins.netconf import DNS, IPAM, AbsPath, Invalid, Model, NetConf, load, parse_cni_args
 from cni_plugins.skel import CmdArgs
@@ -366,3 +367,14 @@ def test_cni_args_ignore_unknown_off(flag: str) -> None:
 def test_cni_args_ignore_unknown_alone() -> None:
     assert parse_cni_args("IgnoreUnknown=1", K8S) == {}
     assert parse_cni_args("IgnoreUnknown=0", K8S) == {}
+
+
+@pytest.mark.parametrize("typ,conf", [("vlan", {"master": "m", "vlanId": 4095}),
+                                      ("ipvlan", {"mode": "l4"}), ("dummy", {})])
+def test_a_bad_plugin_config_is_code_7_through_skel(typ, conf):
+    """The plugin's model refuses it before any kernel work (CNI_NETNS does not exist)."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/nonexistent",
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/nonexistent"}
+    stdin = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": typ, **conf}).encode()
+    rc, text = skel.run(typ, env, lambda: stdin, exe="", stderr=lambda _: None)
+    assert (rc, json.loads(text)["code"]) == (1, 7)

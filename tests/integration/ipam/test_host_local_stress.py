@@ -107,7 +107,7 @@ def test_round_robin_continues_across_implementations(ours, tmp_path):
 def paused(exe, verb, conf, cid, point):
     """Start a verb that stops at `point` (holding the lock); return once it is there.
     Standalone even in server mode: these tests kill the process doing the work (a killed
-    server is tests/integration/test_serve.py's)."""
+    server is tests/integration/serve/test_serve.py's)."""
     p = spawn(exe, verb, conf, cid, extra={"CNI_PLUGINS_TEST_PAUSE": f"{point}:60",
                                            "CNI_PLUGINS_SOCKET": NO_SERVER})
     assert p.stderr is not None

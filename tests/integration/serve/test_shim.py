@@ -33,7 +33,7 @@ from cni_plugins import __version__
 
 pytestmark = pytest.mark.root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BUILD = ROOT / "build" / "shim" / "build.sh"
 VENV_EXE = os.path.join(os.path.dirname(sys.executable), "cni-plugins")
 MAX_REQUEST = 4 << 20

@@ -1,5 +1,4 @@
-"""bandwidth without the kernel: Go's ifb names and tbf numbers, config parsing, and what
-loading the tc codecs imports."""
+"""bandwidth without the kernel: Go's ifb names and tbf numbers, and config parsing."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ from cni_plugins.errors import CNIError
 from cni_plugins.meta import bandwidth
 from cni_plugins.net import tc
 from cni_plugins.skel import CmdArgs
+from tests.fixtures.conf import cmd_args
 
 
 def test_ifb_names_are_gos():
@@ -46,9 +46,7 @@ def test_tbf_refuses_what_the_kernel_cannot_hold(ticks):
 
 
 def args(conf: dict) -> CmdArgs:
-    a = CmdArgs(command="ADD")
-    a.conf = {"cniVersion": "1.0.0", "name": "n", "type": "bandwidth", **conf}
-    return a
+    return cmd_args({"type": "bandwidth", **conf})
 
 
 def test_static_keys_win_even_when_zero():

@@ -14,12 +14,11 @@ from cni_plugins.net.firewall import hostport
 from cni_plugins.net.firewall.hostport import Mapping
 from cni_plugins.skel import CmdArgs
 from cni_plugins.types import Interface, IPConfig, Result
+from tests.fixtures.conf import cmd_args
 
 
 def args(conf: dict[str, Any]) -> CmdArgs:
-    a = CmdArgs(command="ADD", container_id="c1", ifname="eth0")
-    a.conf = {"cniVersion": "1.0.0", "name": "n", "type": "portmap", **conf}
-    return a
+    return cmd_args({"type": "portmap", **conf}, container_id="c1", ifname="eth0")
 
 
 def maps(*entries: dict) -> dict:
