@@ -4,12 +4,13 @@
     10-net.conflist: plugins[1].ipam.ranges[0][0].subnet: '10.1.0.0' is not in CIDR notation …
     cni-plugins schema bridge                    # the JSON Schema of bridge's config
 
-A file is read as libcni reads it (cni_plugins/libcni/conf.py: a `.conflist` with its
-`<dir>/<name>/*.conf` plugins, or a legacy `.conf`/`.json` as a list of one): the network's
-name and versions, then every plugin section, with the name and cniVersion libcni
-injects, against its plugin's `Conf` model (and its IPAM plugin's, which gets the same
-section), then the plugin's `check()` (what ADD refuses beyond the types) where it has
-one. A plugin type this project does not implement is noted on stderr, not checked.
+A file is read by libcni's own models (cni_plugins/libcni/conf.py: a `.conflist` with its
+`<dir>/<name>/*.conf` plugins, or a legacy `.conf`/`.json` as a list of one), every problem
+of the network's keys and of its plugins' protocol keys listed. Once the network reads,
+every plugin section, with the name and cniVersion libcni injects, is checked against its
+plugin's `Conf` model (and its IPAM plugin's, which gets the same section), then the
+plugin's `check()` (what ADD refuses beyond the types) where it has one. A plugin type
+this project does not implement is noted on stderr, not checked.
 """
 
 from __future__ import annotations
