@@ -4,12 +4,13 @@
     10-net.conflist: plugins[1].ipam.ranges[0][0].subnet: '10.1.0.0' is not in CIDR notation …
     cni-plugins schema bridge                    # the JSON Schema of bridge's config
 
-A file is read as libcni reads it (cni_plugins/libcni/conf.py: a `.conflist` with its
-`<dir>/<name>/*.conf` plugins, or a legacy `.conf`/`.json` as a list of one): the network's
-name and versions, then every plugin section, with the name and cniVersion libcni
-injects, against its plugin's `Conf` model (and its IPAM plugin's, which gets the same
-section), then the plugin's `check()` (what ADD refuses beyond the types) where it has
-one. A plugin type this project does not implement is noted on stderr, not checked.
+A file is read by libcni's own models (cni_plugins/libcni/conf.py: a `.conflist` with its
+`<dir>/<name>/*.conf` plugins, or a legacy `.conf`/`.json` as a list of one), every problem
+of the network's keys and of its plugins' protocol keys listed. Once the network reads,
+every plugin section, with the name and cniVersion libcni injects, is checked against its
+plugin's `Conf` model (and its IPAM plugin's, which gets the same section), then the
+plugin's `check()` (what ADD refuses beyond the types) where it has one. A plugin type
+this project does not implement is noted on stderr, not checked.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any, Iterator
 import click
 from pydantic import ValidationError
 
-from . import netconf, plugins, skel, version
-from .errors import CNIError, json_kind
+from . import netconf, plugins
+from .errors import CNIError
 from .libcni import conf as libconf
 
 
@@ -80,102 +81,63 @@ class Checker:
         if p not in self.problems:
             self.problems.append(p)
 
-    # -- the network -------------------------------------------------------------------
+    def invalid(self, e: ValidationError, prefix: str = "") -> None:
+        for where, msg, _, _ in netconf.problems(e, prefix):
+            self.add(where, msg)
 
-    def network(self, raw: Any) -> tuple[str, str] | None:
-        """name and cniVersion of a conflist (or legacy conf); None when unusable."""
-        if not isinstance(raw, dict):
-            self.add("config", f"expected an object, got {json_kind(raw)}")
-            return None
-        name = raw.get("name")
-        where = "name"
-        if name is None:
-            self.add(where, "required: the network's name")
-        elif not isinstance(name, str):
-            self.add(where, f"expected a string, got {json_kind(name)}")
-        else:
-            try:
-                skel.validate_network_name(name)
-            except CNIError as e:
-                self.add(where, f"{e.msg}: {name!r}" if e.details else e.msg)
-        return (name if isinstance(name, str) else ""), self.versions(raw)
-
-    def versions(self, raw: dict[str, Any]) -> str:
-        """The version the network runs at ("" when none is usable), as libcni picks it."""
-        v = raw.get("cniVersion", "")
-        if not isinstance(v, str):
-            self.add("cniVersion", f"expected a string, got {json_kind(v)}")
-            return ""
-        known = [v] if v in version.ALL else []
-        if v and v not in version.ALL and "cniVersions" not in raw:    # else: the list's
-            self.add("cniVersion", f"unknown version {v!r} (known: {', '.join(version.ALL)})")
-        listed = raw.get("cniVersions")
-        if listed is not None:
-            if not isinstance(listed, list):
-                self.add("cniVersions", f"expected a list, got {json_kind(listed)}")
-                listed = []
-            for i, item in enumerate(listed):
-                if not isinstance(item, str):
-                    self.add(f"cniVersions[{i}]", f"expected a string, got {json_kind(item)}")
-                    continue
+    def run(self) -> list[Problem]:
+        """The network as libcni reads it (libcni.conf: every problem of its own keys and
+        its plugins' protocol keys); once it reads, each plugin section as its plugin."""
+        legacy = not self.path.endswith(libconf.LIST_EXTENSIONS)
+        try:
+            raw = netconf.decode(libconf.read_file(self.path))
+            top = libconf.parse(raw, legacy)
+        except CNIError as e:
+            self.add("config", e.msg)
+            return self.problems
+        except ValidationError as e:
+            self.invalid(e)
+            return self.problems
+        sections = [("", raw)] if legacy else [
+            (f"plugins[{i}]", p) for i, p in enumerate(raw.get("plugins") or [])]
+        if not legacy and not top.load_only_inlined_plugins:
+            for f in libconf.plugin_files(self.path, top.name):
+                rel = os.path.join(top.name, os.path.basename(f))
                 try:
-                    version.parse(item)
-                except ValueError:
-                    self.add(f"cniVersions[{i}]", f"{item!r} is not a version (x.y.z)")
-                    continue
-                if item in version.ALL:
-                    known.append(item)
-            if not known:
-                self.add("cniVersions", "none of these versions is known "
-                         f"(known: {', '.join(version.ALL)})")
-        if not known:
-            return "0.1.0" if not v and listed is None else ""
-        return max(known, key=version.parse)
+                    section = netconf.decode(libconf.read_file(f))
+                    libconf.PluginSection.model_validate(section)
+                except CNIError as e:
+                    self.add(rel, e.msg)
+                except ValidationError as e:
+                    self.invalid(e, rel)
+                else:
+                    sections.append((rel, section))
+        if top.plugins is None and not sections and not self.problems:
+            self.add("plugins", libconf.no_plugins(self.path, top.name))
+        for where, section in sections:
+            self.plugin(section, where, top.name, top.versions()[0])
+        return self.problems
 
-    def flags(self, raw: dict[str, Any]) -> bool:
-        """disableCheck, disableGC, loadOnlyInlinedPlugins: booleans (or "true"/"false");
-        returns loadOnlyInlinedPlugins."""
-        out = False
-        for key in ("disableCheck", "disableGC", "loadOnlyInlinedPlugins"):
-            value = raw.get(key, False)
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                value = value.lower() == "true"
-            if not isinstance(value, bool):
-                self.add(key, f"expected a boolean, got {json_kind(value)}")
-            elif key == "loadOnlyInlinedPlugins":
-                out = value
-        return out
-
-    # -- one plugin --------------------------------------------------------------------
-
-    def plugin(self, raw: Any, where: str, name: str, cni_version: str) -> None:
-        if not isinstance(raw, dict):
-            self.add(where, f"expected an object, got {json_kind(raw)}")
-            return
-        kind = raw.get("type")
-        if not kind:
-            self.add(_join(where, "type"), "required: the plugin's type")
-            return
-        if not isinstance(kind, str):
-            self.add(_join(where, "type"), f"expected a string, got {json_kind(kind)}")
-            return
+    def plugin(self, raw: dict[str, Any], where: str, name: str, cni_version: str) -> None:
+        """One section, whose protocol keys libcni read already, against its plugin's model
+        (and its IPAM plugin's, which gets the same section)."""
+        section = libconf.PluginSection.model_validate(raw)
+        kind = section.type
         if kind not in plugins.REGISTRY:
             self.notes.append(f"{self.name}: {where or 'config'}: type {kind!r} is not "
                               "implemented here: not checked")
             return
-        if cni_version and cni_version not in plugins.supported_versions(kind):
+        if cni_version not in plugins.supported_versions(kind):
             self.add(_join(where, "type"), f"{kind} does not speak cniVersion {cni_version} "
                      f"(it speaks {', '.join(plugins.supported_versions(kind))})")
         data = {**raw, "name": name, "cniVersion": cni_version}   # what libcni injects
         types = [kind]
-        ipam = raw.get("ipam")
-        ipam_type = ipam.get("type") if isinstance(ipam, dict) else None
-        if isinstance(ipam_type, str) and ipam_type:
-            if ipam_type in plugins.REGISTRY:
-                types.append(ipam_type)
+        if section.ipam.type:
+            if section.ipam.type in plugins.REGISTRY:
+                types.append(section.ipam.type)
             else:
-                self.notes.append(f"{self.name}: {_join(where, 'ipam')}: type {ipam_type!r} "
-                                  "is not implemented here: not checked")
+                self.notes.append(f"{self.name}: {_join(where, 'ipam')}: type "
+                                  f"{section.ipam.type!r} is not implemented here: not checked")
         for t in types:
             self.section(t, data, where, cni_version)
 
@@ -185,69 +147,17 @@ class Checker:
         try:
             conf = model.model_validate(data)
         except ValidationError as e:
-            for w, msg, _, _ in netconf.problems(e):
-                self.add(_join(where, w), msg)
+            self.invalid(e, where)
             return
         check = getattr(conf, "check", None)
         if check is None:
             return
-        conf.cni_version = cni_version or "0.1.0"
+        conf.cni_version = cni_version
         try:
             check()
         except CNIError as e:
             w, msg = _split(e)
             self.add(_join(where, w), msg)
-
-    # -- files -------------------------------------------------------------------------
-
-    def run(self) -> list[Problem]:
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            self.add("config", f"cannot read: {e.strerror}")
-            return self.problems
-        try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            self.add("config", f"not valid JSON: {e}")
-            return self.problems
-        if not self.path.endswith(libconf.LIST_EXTENSIONS):
-            found = self.network(raw)
-            if found is not None:
-                self.plugin(raw, "", *found)
-            return self.problems
-        found = self.network(raw)
-        if found is None:
-            return self.problems
-        name, cni_version = found
-        inline_only = self.flags(raw)
-        listed = raw.get("plugins")
-        sections: list[tuple[str, Any]] = []
-        if listed is None:
-            if inline_only:
-                self.add("plugins", "required: loadOnlyInlinedPlugins is true")
-        elif not isinstance(listed, list):
-            self.add("plugins", f"expected a list, got {json_kind(listed)}")
-        elif not listed:
-            self.add("plugins", "empty: a network needs at least one plugin")
-        else:
-            sections = [(f"plugins[{i}]", p) for i, p in enumerate(listed)]
-        if not inline_only and name:
-            sub = os.path.join(os.path.dirname(self.path), name)
-            for f in libconf.conf_files(sub, (".conf",)):
-                rel = os.path.join(name, os.path.basename(f))
-                try:
-                    with open(f, "rb") as fh:
-                        sections.append((rel, json.loads(fh.read())))
-                except (OSError, ValueError, UnicodeDecodeError) as e:
-                    self.add(rel, f"cannot be read as JSON: {e}")
-        if listed is None and not sections:
-            self.add("plugins", "no plugin configs found (inline or in "
-                     f"{os.path.join(os.path.dirname(self.path) or '.', name)}/*.conf)")
-        for where, section in sections:
-            self.plugin(section, where, name, cni_version)
-        return self.problems
 
 
 def files_of(paths: tuple[str, ...] | list[str]) -> Iterator[str]:

@@ -228,16 +228,21 @@ def raise_invalid(e: ValidationError, prefix: str = "") -> None:
     raise CNIError(code, f"invalid config: {where}: {msg}", details) from e
 
 
+def decode(data: bytes | str) -> Any:
+    """JSON text -> its value; CNIError 6 (decoding failure) when it is not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError as e:                      # UnicodeDecodeError is one too
+        raise CNIError(Code.DECODING_FAILURE, f"failed to parse network config: {e}") from e
+
+
 def load(args: CmdArgs | bytes | str | dict, model: type[M], prefix: str = "") -> M:
     """Validate a config into `model`; CNIError 7 (2, or 6 for bad JSON) naming the
     field otherwise. `prefix` places a part of a config in the whole ("args.cni")."""
     if isinstance(args, CmdArgs):
         data: Any = args.conf           # skel decoded and checked stdin already
     elif isinstance(args, (bytes, str)):
-        try:
-            data = json.loads(args)
-        except ValueError as e:
-            raise CNIError(Code.DECODING_FAILURE, f"failed to parse network config: {e}") from e
+        data = decode(args)
     else:
         data = args
     try:

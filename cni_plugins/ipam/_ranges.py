@@ -71,6 +71,13 @@ def fmt(version: int, ip: int) -> str:
     return str(ipaddress.IPv6Address(ip))
 
 
+def text(a: IPAddress | IPNetwork) -> str:
+    """A netaddr address, or a network as address/prefix, as Go prints it (see fmt)."""
+    if isinstance(a, IPNetwork):
+        return f"{fmt(a.version, int(a.ip))}/{a.prefixlen}"
+    return fmt(a.version, int(a))
+
+
 def canonical_cidr(text: str) -> str:
     """'FD00::05/64' -> 'fd00::5/64', as Go prints an IPNet's address; ValueError otherwise."""
     addr, prefix = parse_cidr(text)

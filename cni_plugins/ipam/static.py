@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from netaddr import IPAddress, IPNetwork
 from pydantic import Field, model_validator
 
 from .. import netconf
@@ -33,7 +34,7 @@ class Address(netconf.Model):
     def _checked(self) -> "Address":
         if not self.address:
             raise Invalid("a CIDR address is required", field="address")
-        if self.gateway and (":" in self.gateway) != (":" in self.address):
+        if self.gateway and IPAddress(self.gateway).version != IPNetwork(self.address).version:
             raise Invalid(f"{self.gateway} is not in the address family of {self.address}",
                           field="gateway")
         return self
@@ -94,16 +95,13 @@ def from_cni_args(raw: str) -> list[IPConfig]:
     for item in kv.get("GATEWAY", "").split(","):
         if not item.strip():
             continue
-        import ipaddress
-
         try:
-            gw = ipaddress.ip_address(_ranges.canonical_ip(item.strip()))
+            gw = _ranges.canonical_ip(item.strip())
         except ValueError as e:
             raise CNIError(Code.INVALID_ENVIRONMENT_VARIABLES, f"CNI_ARGS: GATEWAY: {e}") from None
         for ip in ips:
-            net = ipaddress.ip_interface(ip.address).network
-            if net.version == gw.version and gw in net:
-                ip.gateway = str(gw)
+            if IPAddress(gw) in IPNetwork(ip.address):     # False across families
+                ip.gateway = gw
     return ips
 
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
-from .. import skel, version
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+
+from .. import netconf, skel, version
 from ..errors import CNIError, Code
+from ..netconf import Invalid
 
 DEFAULT_DIR = "/etc/cni/net.d"
 LIST_EXTENSIONS = (".conflist",)
@@ -37,66 +40,141 @@ class NotFound(CNIError):
         super().__init__(Code.INVALID_NETWORK_CONFIG, msg, details)
 
 
-def _invalid(msg: str) -> CNIError:
-    return CNIError(Code.INVALID_NETWORK_CONFIG, msg)
+# -- the models: what libcni reads of a network and of each plugin section ---------------
 
 
-def _go_type(value: Any) -> str:
-    """The type name Go's encoding/json would give `value`, for Go's error messages."""
-    names = {bool: "bool", int: "float64", float: "float64", str: "string",
-             list: "[]interface {}", dict: "map[string]interface {}", type(None): "<nil>"}
-    return names.get(type(value), type(value).__name__)
+class PluginSection(netconf.NetConf):
+    """A plugin section's protocol keys, as libcni reads them (Go's types.PluginConf):
+    `type` required, the others typed as every plugin's NetConf has them; `dns` is only
+    an object here (it is the plugin's to read). The rest is the plugin's own."""
+
+    dns: dict[str, Any] = Field(default_factory=dict)           # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _type_required(self) -> "PluginSection":
+        if not self.type:
+            raise Invalid("required: the plugin's type", field="type")
+        return self
+
+
+def _network_name(value: str) -> str:
+    try:
+        skel.validate_network_name(value)
+    except CNIError as e:
+        raise Invalid(f"{e.msg}: {value!r}" if e.details else e.msg) from None
+    return value
+
+
+def _version(value: str) -> str:
+    try:
+        version.parse(value)
+    except ValueError:
+        raise Invalid(f"{value!r} is not a version (x.y.z)") from None
+    return value
+
+
+def _go_bool(value: Any) -> Any:
+    """Go's libcni also takes "true"/"false" (any case) for a conflist's flags."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_go_bool)]
+_SUPPORTED = f"libcni supports {', '.join(version.ALL)}"
+
+
+class ConfList(netconf.Model):
+    """A conflist's own keys (a legacy .conf is read as a list of one, see parse)."""
+
+    name: Annotated[str, AfterValidator(_network_name)]
+    cni_version: str = Field("", alias="cniVersion")
+    cni_versions: list[Annotated[str, AfterValidator(_version)]] | None = Field(
+        None, alias="cniVersions")
+    disable_check: Flag = Field(False, alias="disableCheck")
+    disable_gc: Flag = Field(False, alias="disableGC")
+    load_only_inlined_plugins: Flag = Field(False, alias="loadOnlyInlinedPlugins")
+    plugins: list[PluginSection] | None = None
+
+    def versions(self) -> tuple[str, ...]:
+        """The versions the network may run at, highest first: the first is the one it
+        runs at. With `cniVersions`, those and `cniVersion` that this libcni speaks (the
+        plugins may still lower it: CNIConfig.version_for); no version means 0.1.0."""
+        if self.cni_versions is None:
+            v = self.cni_version or "0.1.0"
+            if v not in version.ALL:
+                raise Invalid(f"unsupported version {v!r} ({_SUPPORTED})", field="cniVersion",
+                              code=Code.INCOMPATIBLE_CNI_VERSION)
+            return (v,)
+        known = {x for x in [*self.cni_versions, self.cni_version] if x in version.ALL}
+        if not known:
+            raise Invalid(f"none of {self.cni_versions} is supported ({_SUPPORTED})",
+                          field="cniVersions", code=Code.INCOMPATIBLE_CNI_VERSION)
+        return tuple(sorted(known, key=version.parse, reverse=True))
+
+    @model_validator(mode="after")
+    def _usable(self) -> "ConfList":
+        self.versions()
+        if self.plugins == []:
+            raise Invalid("empty: a network needs at least one plugin", field="plugins")
+        if self.plugins is None and self.load_only_inlined_plugins:
+            raise Invalid("required: loadOnlyInlinedPlugins is true", field="plugins")
+        return self
+
+
+def parse(raw: Any, legacy: bool = False) -> ConfList:
+    """A conflist's decoded JSON, or a legacy single-plugin config's as a list of one
+    (Go's ConfListFromConf: its name and cniVersion are the network's). Raises
+    pydantic's ValidationError (netconf.problems words it), paths as in the file."""
+    if not legacy:
+        return ConfList.model_validate(raw)
+    PluginSection.model_validate(raw)
+    wrapper: dict[str, Any] = {"name": raw.get("name") or "", "plugins": [raw]}
+    if "cniVersion" in raw:
+        wrapper["cniVersion"] = raw["cniVersion"]
+    return ConfList.model_validate(wrapper)
+
+
+def no_plugins(path: str, name: str) -> str:
+    return (f"no plugin configs found (inline or in "
+            f"{os.path.join(os.path.dirname(path) or '.', name)}/*.conf)")
+
+
+# -- what the chain runs --------------------------------------------------------------------
 
 
 @dataclass
 class PluginConf:
-    """One plugin's configuration object, verbatim."""
+    """One plugin's configuration object, verbatim, with its protocol keys read."""
 
     raw: dict[str, Any]
+    section: PluginSection
     source: str = ""                    # the file it came from, when it has its own
 
     @property
     def type(self) -> str:
-        return str(self.raw["type"])
+        return self.section.type
 
     @property
     def name(self) -> str:
-        return str(self.raw.get("name") or "")
+        return self.section.name
 
     @property
     def capabilities(self) -> list[str]:
         """The capabilities the plugin declares (those set to true)."""
-        caps = self.raw.get("capabilities") or {}
-        return [k for k, v in caps.items() if v is True]
+        return [k for k, v in self.section.capabilities.items() if v]
 
     @classmethod
-    def from_obj(cls, obj: Any, source: str = "") -> "PluginConf":
-        """Checked like Go's types.PluginConf decoding: `type` is required, and the
-        protocol's keys must have the protocol's types."""
-        where = "error parsing configuration"
-        if not isinstance(obj, dict):
-            raise _invalid(f"{where}: expected a JSON object, got {_go_type(obj)}")
-        for key in ("name", "cniVersion", "type"):
-            if key in obj and not isinstance(obj[key], str):
-                raise _invalid(f"{where}: {key}: must be a string, got {_go_type(obj[key])}")
-        if not obj.get("type"):
-            raise _invalid(f"{where}: missing 'type'")
-        caps = obj.get("capabilities")
-        if caps is not None and (not isinstance(caps, dict)
-                                 or not all(isinstance(v, bool) for v in caps.values())):
-            raise _invalid(f"{where}: capabilities: must be an object of booleans")
-        ipam = obj.get("ipam")
-        if ipam is not None and (not isinstance(ipam, dict)
-                                 or not isinstance(ipam.get("type", ""), str)):
-            raise _invalid(f"{where}: ipam: must be an object with a string 'type'")
-        for key in ("dns", "runtimeConfig", "args"):
-            if obj.get(key) is not None and not isinstance(obj[key], dict):
-                raise _invalid(f"{where}: {key}: must be an object")
-        return cls(raw=obj, source=source)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, source: str = "") -> "PluginConf":
-        return cls.from_obj(_decode(data, "error parsing configuration"), source)
+    def from_file(cls, path: str) -> "PluginConf":
+        """A `<dir>/<name>/*.conf` plugin: CNIError naming the file."""
+        try:
+            raw = netconf.decode(read_file(path))
+            return cls(raw, PluginSection.model_validate(raw), path)
+        except ValidationError as e:
+            netconf.raise_invalid(e)
+            raise                                # unreachable
+        except CNIError as e:
+            raise CNIError(e.code, f"{path}: {e.msg}", e.details) from e
 
 
 @dataclass
@@ -118,73 +196,44 @@ class NetworkConfigList:
             self.cni_versions = (self.cni_version,)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "") -> "NetworkConfigList":
-        """A conflist, without the plugins of its directory (see from_file)."""
-        where = "error parsing configuration list"
-        raw = _decode(data, where)
-        if not isinstance(raw, dict):
-            raise _invalid(f"{where}: expected a JSON object, got {_go_type(raw)}")
-        if "name" not in raw:
-            raise _invalid(f"{where}: no name")
-        name = raw["name"]
-        if not isinstance(name, str):
-            raise _invalid(f"{where}: invalid name type {_go_type(name)}")
-        skel.validate_network_name(name)
-        cni_version, candidates = _versions(raw, where)
-        flags = {key: _read_bool(raw, key, where)
-                 for key in ("disableCheck", "disableGC", "loadOnlyInlinedPlugins")}
-        net = cls(name=name, cni_version=cni_version, plugins=[], conf_bytes=data,
-                  cni_versions=candidates, disable_check=flags["disableCheck"],
-                  disable_gc=flags["disableGC"],
-                  load_only_inlined_plugins=flags["loadOnlyInlinedPlugins"], source=source)
-        if "plugins" not in raw:
-            if net.load_only_inlined_plugins:
-                raise _invalid(f"{where}: `loadOnlyInlinedPlugins` is true, and no 'plugins' key")
-            return net
-        plugins = raw["plugins"]
-        if not isinstance(plugins, list):
-            raise _invalid(f"{where}: invalid 'plugins' type {_go_type(plugins)}")
-        if not plugins:
-            raise _invalid(f"{where}: no plugins in list")
-        for i, obj in enumerate(plugins):
-            try:
-                net.plugins.append(PluginConf.from_obj(obj))
-            except CNIError as e:
-                raise CNIError(e.code, f"failed to parse plugin config {i}: {e.msg}") from e
-        return net
+    def from_bytes(cls, data: bytes, source: str = "", legacy: bool = False
+                   ) -> "NetworkConfigList":
+        """A conflist (or a legacy conf), without the plugins of its directory (see
+        from_file). CNIError 6 (not JSON), 1 (no version we speak) or 7."""
+        raw = netconf.decode(data)
+        try:
+            top = parse(raw, legacy)
+        except ValidationError as e:
+            netconf.raise_invalid(e)
+            raise                                # unreachable
+        sections = [raw] if legacy else raw.get("plugins") or []
+        if legacy:                               # Go's ConfListFromConf re-marshals it
+            listed = {"name": top.name, **({"cniVersion": raw["cniVersion"]}
+                                           if "cniVersion" in raw else {}), "plugins": sections}
+            data = json.dumps(listed, separators=(",", ":")).encode()
+        versions = top.versions()
+        plugins = [PluginConf(r, s, source if legacy else "")
+                   for r, s in zip(sections, top.plugins or [])]
+        return cls(name=top.name, cni_version=versions[0], plugins=plugins, conf_bytes=data,
+                   cni_versions=versions, disable_check=top.disable_check,
+                   disable_gc=top.disable_gc,
+                   load_only_inlined_plugins=top.load_only_inlined_plugins, source=source)
 
     @classmethod
     def from_file(cls, path: str) -> "NetworkConfigList":
-        """A conflist file, followed by the plugins in `<its dir>/<name>/*.conf`."""
-        net = cls.from_bytes(_read(path), source=path)
-        if not net.load_only_inlined_plugins:
-            sub = os.path.join(os.path.dirname(path), net.name)
-            for f in conf_files(sub, (".conf",)):
-                net.plugins.append(PluginConf.from_bytes(_read(f), source=f))
+        """A config file: a conflist followed by the plugins in `<its dir>/<name>/*.conf`
+        (unless loadOnlyInlinedPlugins), or a legacy conf as a list of one."""
+        legacy = not path.endswith(LIST_EXTENSIONS)
+        net = cls.from_bytes(read_file(path), source=path, legacy=legacy)
+        if not legacy and not net.load_only_inlined_plugins:
+            net.plugins.extend(PluginConf.from_file(f) for f in plugin_files(path, net.name))
         if not net.plugins:
-            raise _invalid(f"{path}: no plugin configs found")
-        return net
-
-    @classmethod
-    def from_plugin(cls, plugin: PluginConf) -> "NetworkConfigList":
-        """A legacy single-plugin config, as a list of one (Go's ConfListFromConf)."""
-        raw: dict[str, Any] = {"name": plugin.raw.get("name", "")}
-        if "cniVersion" in plugin.raw:
-            raw["cniVersion"] = plugin.raw["cniVersion"]
-        raw["plugins"] = [plugin.raw]
-        net = cls.from_bytes(json.dumps(raw, separators=(",", ":")).encode(), plugin.source)
-        net.plugins[0].source = plugin.source
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid config: plugins: {no_plugins(path, net.name)}")
         return net
 
 
-def _decode(data: bytes, where: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CNIError(Code.DECODING_FAILURE, f"{where}: {e}") from e
-
-
-def _read(path: str) -> bytes:
+def read_file(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -192,48 +241,9 @@ def _read(path: str) -> bytes:
         raise CNIError(Code.IO_FAILURE, f"error reading {path}: {e.strerror}") from e
 
 
-def _read_bool(raw: dict[str, Any], key: str, where: str) -> bool:
-    value = raw.get(key, False)
-    if isinstance(value, bool):
-        return value
-    if not isinstance(value, str):
-        raise _invalid(f"{where}: invalid type {_go_type(value)} for {key}")
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise _invalid(f"{where}: invalid value {value.lower()!r} for {key}")
-
-
-def _versions(raw: dict[str, Any], where: str) -> tuple[str, tuple[str, ...]]:
-    """(cniVersion to run at, the versions it may run at, highest first).
-
-    With `cniVersions`, the highest of those and `cniVersion` that this libcni speaks;
-    the plugins may still lower it (CNIConfig.version_for). No version means 0.1.0."""
-    v = raw.get("cniVersion", "")
-    if not isinstance(v, str):
-        raise _invalid(f"{where}: invalid cniVersion type {_go_type(v)}")
-    if "cniVersions" not in raw:
-        v = v or "0.1.0"
-        if v not in version.ALL:
-            raise CNIError(Code.INCOMPATIBLE_CNI_VERSION, f"{where}: unsupported cniVersion {v!r}",
-                           f"libcni supports {list(version.ALL)}")
-        return v, (v,)
-    listed = raw["cniVersions"]
-    if not isinstance(listed, list):
-        raise _invalid(f"{where}: invalid type for cniVersions: {_go_type(listed)}")
-    for i, item in enumerate(listed):
-        if not isinstance(item, str):
-            raise _invalid(f"{where}: invalid type for cniVersions index {i}: {_go_type(item)}")
-        try:
-            version.parse(item)
-        except ValueError:
-            raise _invalid(f"{where}: invalid cniVersions entry {item} at index {i}") from None
-    known = {x for x in [*listed, v] if x in version.ALL}
-    if not known:
-        raise CNIError(Code.INCOMPATIBLE_CNI_VERSION,
-                       f"{where}: none of cniVersions {listed} is supported",
-                       f"libcni supports {list(version.ALL)}")
-    ordered = tuple(sorted(known, key=version.parse, reverse=True))
-    return ordered[0], ordered
+def plugin_files(path: str, name: str) -> list[str]:
+    """The `<dir>/<name>/*.conf` plugins that follow the conflist at `path`."""
+    return conf_files(os.path.join(os.path.dirname(path), name), (".conf",))
 
 
 def conf_files(directory: str, extensions: tuple[str, ...]) -> list[str]:
@@ -270,12 +280,6 @@ class Entry:
         return not self.path.endswith(LIST_EXTENSIONS)
 
 
-def _parse(path: str) -> NetworkConfigList:
-    if path.endswith(LIST_EXTENSIONS):
-        return NetworkConfigList.from_file(path)
-    return NetworkConfigList.from_plugin(PluginConf.from_bytes(_read(path), source=path))
-
-
 def _candidates(directory: str) -> Iterator[str]:
     yield from conf_files(directory, LIST_EXTENSIONS)
     yield from conf_files(directory, LEGACY_EXTENSIONS)
@@ -288,7 +292,7 @@ def scan(directory: str) -> list[Entry]:
     for path in _candidates(directory):
         entry = Entry(path)
         try:
-            entry.net = _parse(path)
+            entry.net = NetworkConfigList.from_file(path)
         except CNIError as e:
             entry.error = e
         else:
@@ -305,7 +309,7 @@ def load(directory: str, name: str) -> NetworkConfigList:
     for path in _candidates(directory):
         found_any = True
         try:
-            net = _parse(path)
+            net = NetworkConfigList.from_file(path)
         except CNIError as e:
             broken.append(f"{os.path.basename(path)}: {e}")
             continue

@@ -10,11 +10,12 @@ A failed ADD undoes each step it completed, in reverse.
 
 from __future__ import annotations
 
-import ipaddress
+from netaddr import IPNetwork
 from pydantic import Field, field_validator, model_validator
 
 from .. import invoke, netconf
 from ..errors import CNIError, Code, ErrorList, kernel_errors
+from ..ipam import _ranges
 from ..net import firewall, link, sysctl
 from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import Link, Netlink
@@ -123,8 +124,7 @@ def requested_mac(conf: Conf, args: CmdArgs) -> str:
 
 def gateway_of(address: str) -> str:
     """The first address of the subnet: Go's calcGatewayIP."""
-    net = ipaddress.ip_interface(address).network
-    return str(net.network_address + 1)
+    return _ranges.text(IPNetwork(address).network + 1)
 
 
 def plan_gateways(conf: Conf, result: Result) -> list[str]:
@@ -143,21 +143,21 @@ def plan_gateways(conf: Conf, result: Result) -> list[str]:
                 result.routes.append(Route(dst=default, gw=ip.gateway))
             have_default[fam] = True
         if conf.is_gateway:
-            gws.append(f"{ip.gateway}/{ipaddress.ip_interface(ip.address).network.prefixlen}")
+            gws.append(f"{ip.gateway}/{IPNetwork(ip.address).prefixlen}")
     return gws
 
 
 def ensure_gateway_addr(host: Netlink, br_index: int, br_name: str, cidr: str,
                         force: bool) -> bool:
     """Put the gateway on the bridge; True when this call added it."""
-    new = ipaddress.ip_interface(cidr)
+    new = IPNetwork(cidr)
     for a in host.addrs(br_index, family=new.version):
-        have = ipaddress.ip_interface(a.address)
-        if have == new:
+        have = IPNetwork(a.address)
+        if (have.ip, have.prefixlen) == (new.ip, new.prefixlen):   # == would ignore the .ip
             return False
-        if have.ip.is_link_local:
+        if have.ip.is_link_local():
             continue
-        if new.version == 4 or new.ip in have.network or have.ip in new.network:
+        if new.version == 4 or new.ip in have or have.ip in new:
             if not force:
                 raise CNIError(Code.INTERNAL,
                                f"{br_name!r} already has an IP address different from {cidr}")
@@ -283,7 +283,7 @@ def cmd_add(args: CmdArgs) -> Result:
                                        conf.force_address):
                     undo.callback(_drop_gateway_if_unused, nl.host, gw_dev.name, cidr,
                                   host_name)
-            for family in sorted({ipaddress.ip_interface(g).version for g in gateways}):
+            for family in sorted({IPNetwork(g).version for g in gateways}):
                 sysctl.enable_forwarding(family)
             checkpoint("gateway")
 

@@ -8,12 +8,12 @@ DEL  IPAM DEL -> masquerade rules -> container interface, every step tried
 
 from __future__ import annotations
 
-import ipaddress
-
+from netaddr import IPNetwork
 from pydantic import Field
 
 from .. import invoke, netconf
 from ..errors import CNIError, Code, ErrorList, kernel_errors
+from ..ipam import _ranges
 from ..net import firewall, link, sysctl
 from ..net.iface import check_container_link, configure_iface
 from ..net.netlink import RT_SCOPE_HOST, Link, Netlink
@@ -46,15 +46,15 @@ def load_conf(args: CmdArgs) -> Conf:
 def setup_container_routes(ctr: Netlink, index: int, result: Result) -> None:
     """Everything goes via the gateway, which is reached on the link itself."""
     for ip in result.ips:
-        iface = ipaddress.ip_interface(ip.address)
-        host_bits = iface.max_prefixlen
-        subnet = str(iface.network)
+        net = IPNetwork(ip.address)
+        host_bits = 32 if net.version == 4 else 128
+        subnet, src = _ranges.text(net.cidr), _ranges.text(net.ip)
         with kernel_errors(f"delete route {subnet}"):
             ctr.route_del(subnet, oif=index)
         with kernel_errors(f"add route {ip.gateway}/{host_bits} dev {index}"):
-            ctr.route_add(f"{ip.gateway}/{host_bits}", oif=index, src=str(iface.ip))
+            ctr.route_add(f"{ip.gateway}/{host_bits}", oif=index, src=src)
         with kernel_errors(f"add route {subnet} via {ip.gateway}"):
-            ctr.route_add(subnet, gw=ip.gateway, oif=index, src=str(iface.ip))
+            ctr.route_add(subnet, gw=ip.gateway, oif=index, src=src)
 
 
 def setup_host_veth(host: Netlink, hv: Link, result: Result) -> None:
@@ -62,7 +62,7 @@ def setup_host_veth(host: Netlink, hv: Link, result: Result) -> None:
         bits = 32 if ip.family == 4 else 128
         with kernel_errors(f"add IP addr {ip.gateway}/{bits} to veth"):
             host.addr_add(hv.index, f"{ip.gateway}/{bits}", nodad=True)
-        addr = ipaddress.ip_interface(ip.address).ip
+        addr = _ranges.text(IPNetwork(ip.address).ip)
         try:
             host.route_add(f"{addr}/{bits}", oif=hv.index, scope=RT_SCOPE_HOST)
         except OSError as e:

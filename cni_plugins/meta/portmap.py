@@ -29,12 +29,13 @@ import socket
 import sys
 from typing import Any
 
+from netaddr import AddrFormatError, IPNetwork
 from pydantic import Field, field_validator, model_validator
 
 from .. import netconf
 from ..errors import CNIError, Code, kernel_errors
 from ..ipam._ranges import parse_ip as parse_address
-from ..net.firewall.hostport import PROTOCOLS, Mapping, parse_ip
+from ..net.firewall.hostport import PROTOCOLS, Mapping
 from ..netconf import Invalid
 from ..skel import CmdArgs
 from ..types import Result
@@ -161,12 +162,9 @@ def container_ips(result: Result, ifname: str) -> list[str]:
         if i is not None and 0 <= i < len(result.interfaces) and \
                 (result.interfaces[i].name != ifname or not result.interfaces[i].sandbox):
             continue
-        addr, _, plen = ip.address.partition("/")
         try:
-            version, _ = parse_ip(addr)
-            if plen and not 0 <= int(plen) <= (32 if version == 4 else 128):
-                raise ValueError(plen)
-        except ValueError:
+            IPNetwork(ip.address)               # an address, with a prefix in range or none
+        except (AddrFormatError, TypeError, ValueError):
             raise CNIError(Code.INVALID_NETWORK_CONFIG,
                            f"invalid config: prevResult.ips: invalid address {ip.address!r}") from None
         found[ip.family] = ip.address
@@ -189,7 +187,7 @@ def localnet_interface(result: Result, cidr: str) -> str:
     gateway address on the bridge) would otherwise open it to 127/8 traffic."""
     from ..net import routeget
 
-    ipv4 = cidr.partition("/")[0]
+    ipv4 = str(IPNetwork(cidr).ip)
     with kernel_errors(f"look up the route to {ipv4}"):
         name = routeget.oif_name(ipv4)
     host_side = {i.name for i in result.interfaces if not i.sandbox}
@@ -221,7 +219,8 @@ def _drop_stale_udp(mappings: list[Mapping], ips: list[str]) -> None:
         return
     from ..net import conntrack
 
-    for family in sorted({socket.AF_INET6 if ":" in ip else socket.AF_INET for ip in ips}):
+    for family in sorted({socket.AF_INET6 if IPNetwork(ip).version == 6 else socket.AF_INET
+                          for ip in ips}):
         for port in ports:
             try:
                 conntrack.delete_by_dport(socket.IPPROTO_UDP, port, family)

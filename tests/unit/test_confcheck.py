@@ -82,18 +82,18 @@ def ranges(*subnets: Any) -> dict:
 
 
 @pytest.mark.parametrize("body, want", [
-    ('{"name": "x", "plugins": [', ["config: not valid JSON: "]),
+    ('{"name": "x", "plugins": [', ["config: failed to parse network config: "]),
     ("[]", ["config: expected an object, got a list"]),
-    ({"cniVersion": "1.0.0", "plugins": [BRIDGE]}, ["name: required: the network's name"]),
+    ({"cniVersion": "1.0.0", "plugins": [BRIDGE]}, ["name: required"]),
     ({**GOOD, "name": "../etc"}, ["name: invalid characters found in network name: '../etc'"]),
     ({**GOOD, "name": 5}, ["name: expected a string, got a number"]),
     ({**GOOD, "cniVersion": 1}, ["cniVersion: expected a string, got a number"]),
-    ({**GOOD, "cniVersion": "9.9.9"}, ["cniVersion: unknown version '9.9.9' (known: "]),
+    ({**GOOD, "cniVersion": "9.9.9"}, ["cniVersion: unsupported version '9.9.9' (libcni supports 0.1.0, "]),
     ({**GOOD, "cniVersions": "1.0.0"}, ["cniVersions: expected a list, got a string"]),
     ({**GOOD, "cniVersions": ["1.0.0", 7]}, ["cniVersions[1]: expected a string, got a number"]),
     ({**GOOD, "cniVersions": ["1.0"]}, ["cniVersions[0]: '1.0' is not a version (x.y.z)"]),
     ({"name": "n", "cniVersions": ["9.9.9"], "plugins": [PORTMAP]},
-     ["cniVersions: none of these versions is known"]),
+     ["cniVersions: none of ['9.9.9'] is supported (libcni supports "]),
     ({**GOOD, "plugins": []}, ["plugins: empty: a network needs at least one plugin"]),
     ({**GOOD, "plugins": {"type": "bridge"}}, ["plugins: expected a list, got an object"]),
     ({**GOOD, "disableCheck": "maybe"}, ["disableCheck: expected a boolean, got a string"]),
@@ -161,7 +161,7 @@ def test_directory_with_mixed_files(tmp_path):
                        "20-bad.conflist: plugins[0].snat: expected a boolean, got a number",
                        "50-seed.conflist: ok",
                        "30-legacy.conf: ok"]              # libcni's order: lists first
-    assert out[4].startswith("40-broken.json: config: not valid JSON: ")
+    assert out[4].startswith("40-broken.json: config: failed to parse network config: ")
     assert len(out) == 5 and len(err) == 1 and "flannel" in err[0]
 
 

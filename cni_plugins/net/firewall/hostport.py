@@ -77,14 +77,9 @@ _NO_NFTABLES = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP}
 Mapping = namedtuple("Mapping", "host_port container_port protocol host_ip", defaults=("",))
 
 
-def parse_ip(text: str) -> tuple[int, bytes]:
-    """(4 or 6, packed) for an IP address; IPv4-mapped IPv6 counts as IPv4, as Go's
-    To4() has it. ValueError when `text` is no address."""
-    ip = _address(text)
-    return ip.version, ip.packed
-
-
-def _address(text: str) -> netaddr.IPAddress:
+def parse_ip(text: str) -> netaddr.IPAddress:
+    """An IP address; IPv4-mapped IPv6 counts as IPv4, as Go's To4() has it.
+    ValueError when `text` is no address."""
     try:
         ip = netaddr.IPAddress(text)
     except (netaddr.AddrFormatError, TypeError, ValueError):
@@ -108,7 +103,7 @@ def _host_ip(m: Mapping, version: int) -> str | None:
     hostIP is of the other family (Go skips the mapping for this container IP)."""
     if not m.host_ip:
         return ""
-    ip = _address(m.host_ip)
+    ip = parse_ip(m.host_ip)
     if ip.version != version:
         return None
     return "" if not int(ip) else str(ip)

@@ -288,7 +288,8 @@ def test_list_shows_what_is_wrong(world: World, env: dict[str, str], netdir: Pat
     assert lines[3].split() == ["-", "-", "invalid", "-", "30-broken.conflist"]
     assert lines[4].split() == ["net5", "1.0.0", "invalid", "nosuch", "50-missing.conflist"]
     assert lines[5].split() == ["net1", "0.1.0", "shadowed", "macvlan", "40-dup.conf"]
-    assert "30-broken.conflist: error parsing configuration list: no plugins in list" in lines
+    assert ("30-broken.conflist: invalid config: plugins: empty: a network needs at least "
+            "one plugin") in lines
     first = netdir / "10-net1.conflist"
     assert f"40-dup.conf: network 'net1' is already defined in {first}" in lines
     assert any(x.startswith("50-missing.conflist: failed to find plugin 'nosuch'") for x in lines)

@@ -173,7 +173,7 @@ def test_scan_shows_errors_and_shadowed_networks(tmp_path: Path) -> None:
     assert [e.shadowed_by for e in entries] == [
         "", str(tmp_path / "10.conflist"), "", str(tmp_path / "10.conflist")]
     assert entries[2].error is not None
-    assert entries[2].error.msg == "error parsing configuration list: no name"
+    assert entries[2].error.msg == "invalid config: name: required"
     assert entries[3].legacy and not entries[0].legacy
 
 
@@ -181,24 +181,24 @@ def test_scan_shows_errors_and_shadowed_networks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("top", "msg"), [
-    ({"name": 3}, "error parsing configuration list: invalid name type float64"),
-    ({"name": "a b"}, "invalid characters found in network name"),
-    ({"cniVersion": 1}, "error parsing configuration list: invalid cniVersion type float64"),
-    ({"plugins": {}}, "error parsing configuration list: invalid 'plugins' type "
-                      "map[string]interface {}"),
-    ({"plugins": []}, "error parsing configuration list: no plugins in list"),
-    ({"plugins": [{"type": ""}]}, "failed to parse plugin config 0: error parsing "
-                                  "configuration: missing 'type'"),
+    ({"name": 3}, "invalid config: name: expected a string, got a number"),
+    ({"name": "a b"}, "invalid config: name: invalid characters found in network name: 'a b'"),
+    ({"cniVersion": 1}, "invalid config: cniVersion: expected a string, got a number"),
+    ({"plugins": {}}, "invalid config: plugins: expected a list, got an object"),
+    ({"plugins": []}, "invalid config: plugins: empty: a network needs at least one plugin"),
+    ({"plugins": [{"type": ""}]}, "invalid config: plugins[0].type: required: the plugin's type"),
     ({"plugins": [{"type": "x"}, {"name": "y"}]},
-     "failed to parse plugin config 1: error parsing configuration: missing 'type'"),
+     "invalid config: plugins[1].type: required: the plugin's type"),
     ({"plugins": [{"type": "x", "capabilities": {"portMappings": "yes"}}]},
-     "failed to parse plugin config 0: error parsing configuration: capabilities: must be "
-     "an object of booleans"),
-    ({"disableCheck": "maybe"}, "error parsing configuration list: invalid value 'maybe' "
-                                "for disableCheck"),
-    ({"disableGC": 1}, "error parsing configuration list: invalid type float64 for disableGC"),
-    ({"loadOnlyInlinedPlugins": True, "plugins": None},
-     "error parsing configuration list: invalid 'plugins' type <nil>"),
+     "invalid config: plugins[0].capabilities.portMappings: expected a boolean, got a string"),
+    ({"plugins": [{"type": "x", "ipam": {"type": 1}}]},
+     "invalid config: plugins[0].ipam.type: expected a string, got a number"),
+    ({"plugins": [{"type": "x", "args": []}]},
+     "invalid config: plugins[0].args: expected an object, got a list"),
+    ({"disableCheck": "maybe"}, "invalid config: disableCheck: expected a boolean, got a string"),
+    ({"disableGC": 1}, "invalid config: disableGC: expected a boolean, got a number"),
+    ({"loadOnlyInlinedPlugins": True, "plugins": None},     # null is as if absent
+     "invalid config: plugins: required: loadOnlyInlinedPlugins is true"),
 ])
 def test_invalid_lists(top: dict[str, Any], msg: str) -> None:
     raw = {"name": "net1", "cniVersion": "1.0.0", "plugins": [{"type": "x"}], **top}
@@ -239,17 +239,18 @@ def test_cni_versions_highest_we_speak(v: str, vs: list[str] | None, chosen: str
 
 
 @pytest.mark.parametrize(("top", "code", "msg"), [
-    ({"cniVersions": ["1.0"]}, 7, "invalid cniVersions entry 1.0 at index 0"),
-    ({"cniVersions": "1.0.0"}, 7, "invalid type for cniVersions: string"),
-    ({"cniVersions": [1]}, 7, "invalid type for cniVersions index 0: float64"),
-    ({"cniVersion": "", "cniVersions": ["2.0.0"]}, 1, "none of cniVersions ['2.0.0'] is supported"),
-    ({"cniVersion": "9.9.9"}, 1, "unsupported cniVersion '9.9.9'"),
+    ({"cniVersions": ["1.0"]}, 7, "cniVersions[0]: '1.0' is not a version (x.y.z)"),
+    ({"cniVersions": "1.0.0"}, 7, "cniVersions: expected a list, got a string"),
+    ({"cniVersions": [1]}, 7, "cniVersions[0]: expected a string, got a number"),
+    ({"cniVersion": "", "cniVersions": ["2.0.0"]}, 1,
+     "cniVersions: none of ['2.0.0'] is supported (libcni supports 0.1.0, "),
+    ({"cniVersion": "9.9.9"}, 1, "cniVersion: unsupported version '9.9.9' (libcni supports "),
 ])
 def test_bad_versions(top: dict[str, Any], code: int, msg: str) -> None:
     with pytest.raises(CNIError) as e:
         netlist("x", **top)
     assert e.value.code == code
-    assert e.value.msg == "error parsing configuration list: " + msg
+    assert e.value.msg.startswith("invalid config: " + msg)
 
 
 def test_plugins_from_the_network_directory(tmp_path: Path) -> None:
@@ -279,7 +280,7 @@ def test_plugins_only_from_the_directory(tmp_path: Path) -> None:
     assert [p.type for p in conf.load(str(tmp_path), "net1").plugins] == ["bridge"]
     with pytest.raises(CNIError) as e:
         conf.NetworkConfigList.from_bytes(b'{"name": "n", "loadOnlyInlinedPlugins": true}')
-    assert e.value.msg.endswith("`loadOnlyInlinedPlugins` is true, and no 'plugins' key")
+    assert e.value.msg == "invalid config: plugins: required: loadOnlyInlinedPlugins is true"
 
 
 # --- the verbs: ADD -------------------------------------------------------------------------

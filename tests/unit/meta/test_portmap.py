@@ -146,9 +146,11 @@ def test_rules_per_address():
 
 
 def test_parse_ip():
-    assert hostport.parse_ip("10.1.2.3") == (4, bytes([10, 1, 2, 3]))
-    assert hostport.parse_ip("::ffff:10.1.2.3") == (4, bytes([10, 1, 2, 3]))
-    assert hostport.parse_ip("fd00::1")[0] == 6
+    ip = hostport.parse_ip("10.1.2.3")
+    assert (ip.version, ip.packed) == (4, bytes([10, 1, 2, 3]))
+    ip = hostport.parse_ip("::ffff:10.1.2.3")
+    assert (ip.version, ip.packed) == (4, bytes([10, 1, 2, 3]))
+    assert hostport.parse_ip("fd00::1").version == 6
     for bad in ("", "10.1.2", "010.1.2.3", "fd00:::1", "10.0.0.1/24"):
         with pytest.raises(ValueError):
             hostport.parse_ip(bad)
