@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+from contextlib import contextmanager
+from typing import Iterator
 
 from pydantic import field_validator
 
@@ -83,18 +85,16 @@ def ip_configs(prev: Result, ifname: str) -> list[IPConfig]:
     return out
 
 
-class _Locked:
-    """flock on the netns file for the request, as Go's sbr takes (filemutex)."""
-
-    def __init__(self, ns: NetNS) -> None:
-        self.fd = ns.fd
-
-    def __enter__(self) -> None:
-        with kernel_errors("lock the network namespace"):
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+@contextmanager
+def locked(ns: NetNS) -> Iterator[None]:
+    """An exclusive flock on the netns file for the block: the lock Go's sbr takes
+    (filemutex on CNI_NETNS), so two attachments of a pod never pick the same table."""
+    with kernel_errors(f"lock network namespace {ns.path!r}"):
+        fcntl.flock(ns.fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(ns.fd, fcntl.LOCK_UN)
 
 
 def host_cidr(address: str) -> str:
@@ -208,7 +208,7 @@ def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     prev = require_prev_result(args)
     ipcs = ip_configs(prev, args.ifname)
-    with open_sockets(args.netns, host=False) as s, _Locked(s.ctr_ns), Rollback() as undo:
+    with open_sockets(args.netns, host=False) as s, locked(s.ctr_ns), Rollback() as undo:
         nl = s.ctr
         dev = nl.link(args.ifname)
         if dev is None:
@@ -249,7 +249,7 @@ def cmd_del(args: CmdArgs) -> None:
         sources |= {str(ipaddress.ip_interface(ip.address).ip)
                     for ip in ip_configs(prev, args.ifname)}
     errors = ErrorList()
-    with ns, _Locked(ns), ns.enter(), Netlink() as nl:
+    with ns, locked(ns), ns.enter(), Netlink() as nl:
         dev = nl.link(args.ifname)
         if dev is not None:
             sources |= {str(ipaddress.ip_interface(a.address).ip) for a in nl.addrs(dev.index)}
@@ -260,7 +260,9 @@ def cmd_del(args: CmdArgs) -> None:
                 nl.rule_del(rule)
         if dev is not None and conf.table is None:
             still = {r.table for r in nl.rules()}
-            for table in {r.table for r in rules} - still - RESERVED_TABLES:
+            # only tables sbr could have picked (from 100), once no rule names them
+            for table in {r.table for r in rules if r.table >= FIRST_TABLE} - still \
+                    - RESERVED_TABLES:
                 for fam in (4, 6):
                     for r in nl.routes(fam, table=table):
                         if r.oif == dev.index:

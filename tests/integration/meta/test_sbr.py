@@ -205,6 +205,29 @@ def test_single_stack_and_used_tables_skipped(make_node):
     assert "101" in tables(pod)                         # someone else's table stays
 
 
+def test_two_attachments_of_one_pod(make_node):
+    """A second interface takes the next free tables; DEL of one leaves the other's."""
+    node = make_node()
+    pod = node.pod()
+    p0 = attach(node, pod, cid="c0")
+    conf1 = {**ptp_conf("1.0.0", node), "name": "sbrnet2",
+             "ipam": {"type": "host-local", "dataDir": node.data_dir,
+                      "ranges": [[{"subnet": "10.88.0.0/24"}]]}}
+    r = node("ptp", "ADD", conf1, pod, cid="c1", ifname="eth1")
+    assert r.ok, r.raw
+    p1 = r.out
+    assert node("sbr", "ADD", sbr_conf("1.0.0", p0), pod, cid="c0").ok
+    assert node("sbr", "ADD", sbr_conf("1.0.0", p1), pod, cid="c1", ifname="eth1").ok
+    (ip1,) = pod_ips(p1)
+    assert {(r["src"], r["table"]) for r in our_rules(pod)} == \
+        {(pod_ips(p0)[0], "100"), (pod_ips(p0)[1], "101"), (ip1, "102")}
+    assert {r["dev"] for r in tables(pod)["102"]} == {"eth1"}
+    assert node("sbr", "DEL", sbr_conf("1.0.0", p0), pod, cid="c0").ok
+    assert [(r["src"], r["table"]) for r in our_rules(pod)] == [(ip1, "102")]
+    assert set(tables(pod)) == {"102"}
+    assert node("sbr", "CHECK", sbr_conf("1.0.0", p1), pod, cid="c1", ifname="eth1").ok
+
+
 # -- DEL in every state, rollback, bad input -------------------------------------------------
 
 @pytest.mark.parametrize("state", ["netns-deleted", "rules-deleted", "interface-deleted",
