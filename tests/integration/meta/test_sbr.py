@@ -15,7 +15,8 @@ import pytest
 from cni_plugins import version
 from cni_plugins.net.netlink import Netlink
 from cni_plugins.testing import fail_after
-from tests.fixtures.pods import GO_VERSIONS, VERSIONS, Node, call_in_node, inside
+from tests.fixtures.pods import (GO_VERSIONS, VERSIONS, Node, bridge_conf, call_in_node,
+                                 inside)
 from tests.fixtures.run import GO_DIR, Runner
 
 pytestmark = pytest.mark.root
@@ -133,6 +134,30 @@ def test_same_rules_and_tables_as_go(v, make_node):
         assert our_rules(pod) == []
         assert node("ptp", "DEL", ptp_conf(v, node), pod, cid=f"c-{impl}").ok
         assert tables(pod) == {} and our_rules(pod) == []
+
+
+@pytest.mark.oracle
+def test_after_bridge_same_as_go(make_node):
+    """After bridge: the kernel's subnet route (proto kernel) moves, and the default
+    route comes from the IP config's gateway alone (IPAM gave no routes)."""
+    node = make_node()
+    go = Runner(GO_DIR, mode="exec")
+    pods = {impl: node.pod() for impl in ("go", "ours")}
+    prevs = {}
+    for impl, pod in pods.items():
+        r = node("bridge", "ADD", bridge_conf("1.0.0", node), pod, cid=f"c-{impl}")
+        assert r.ok, r.raw
+        prevs[impl] = r.out
+        runner = go if impl == "go" else node.runner
+        r = call_in_node(runner, node, "sbr", "ADD", sbr_conf("1.0.0", r.out), pod,
+                         cid=f"c-{impl}")
+        assert r.ok, r.raw
+    views = {impl: view(pod, prevs[impl]) for impl, pod in pods.items()}
+    assert views["ours"] == views["go"]
+    t = views["ours"]["tables"]
+    assert {(r["dst"], r.get("gateway"), r.get("protocol")) for r in t["100"]} >= \
+        {("default", "10.77.0.1", "boot"), ("10.77.0.0/24", None, "kernel")}
+    assert ping_from(pods["ours"], pod_ips(prevs["ours"])[0], "10.77.0.1")
 
 
 # -- ours alone ----------------------------------------------------------------------------
