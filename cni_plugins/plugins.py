@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "host-device": "cni_plugins.main.host_device",
     "tap": "cni_plugins.main.tap",
     "vrf": "cni_plugins.meta.vrf",
+    "sbr": "cni_plugins.meta.sbr",
 }
 
 # Plugins that speak fewer versions than version.ALL; read without importing them.

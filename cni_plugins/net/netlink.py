@@ -1,6 +1,6 @@
-"""Our narrow netlink facade: links, addresses, routes, route lookups and tc.
+"""Our narrow netlink facade: links, addresses, routes, policy rules, route lookups and tc.
 
-pyroute2's message classes (ifinfmsg, ifaddrmsg, rtmsg, tcmsg and its codecs) encode
+pyroute2's message classes (ifinfmsg, ifaddrmsg, rtmsg, fibmsg, tcmsg and its codecs) encode
 and decode every request; net/transport.py sends them and reads the answers.
 
     with Netlink() as nl:                # bound to the netns the thread is in now
@@ -22,6 +22,7 @@ from typing import Any
 
 import netaddr
 from pyroute2.netlink import nla
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -36,6 +37,8 @@ AF_BRIDGE = 7
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
+FR_ACT_TO_TBL = 1               # a rule's action: look the packet up in its table
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = 0x1, 0x100, 0x200
 IFA_F_NODAD = 0x02
 RT_TABLE_MAIN = 254
@@ -91,6 +94,7 @@ class tcmsg(_tcmsg):
 _CLASSES: dict[int, Any] = {
     RTM_NEWLINK: ifinfmsg, RTM_DELLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg,
     RTM_DELADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg, RTM_DELROUTE: rtmsg,
+    RTM_NEWRULE: fibmsg, RTM_DELRULE: fibmsg,
     RTM_NEWQDISC: tcmsg, RTM_DELQDISC: tcmsg, RTM_NEWTFILTER: tcmsg, RTM_DELTFILTER: tcmsg}
 
 
@@ -188,6 +192,7 @@ class RouteEntry:
     mtu: int
     src: str = ""               # RTA_PREFSRC (vrf moves routes to its table with it)
     type: int = RTN_UNICAST
+    advmss: int = 0
 
 
 def _route(msg: Any) -> RouteEntry:
@@ -195,11 +200,40 @@ def _route(msg: Any) -> RouteEntry:
     dst = msg.get_attr("RTA_DST") or ("::" if v6 else "0.0.0.0")
     metrics = msg.get_attr("RTA_METRICS")
     mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else 0
+    advmss = metrics.get_attr("RTAX_ADVMSS") if metrics is not None else 0
     return RouteEntry(dst=f"{dst}/{msg['dst_len']}", gw=msg.get_attr("RTA_GATEWAY") or "",
                       oif=msg.get_attr("RTA_OIF") or 0, scope=msg["scope"],
                       table=msg.get_attr("RTA_TABLE") or msg["table"], proto=msg["proto"],
                       priority=msg.get_attr("RTA_PRIORITY") or 0, mtu=mtu or 0,
-                      src=msg.get_attr("RTA_PREFSRC") or "", type=msg["type"])
+                      src=msg.get_attr("RTA_PREFSRC") or "", type=msg["type"],
+                      advmss=advmss or 0)
+
+
+@dataclass
+class Rule:
+    """A policy routing rule (`ip rule`): packets it selects are looked up in `table`."""
+    family: int                 # 4 or 6
+    priority: int               # FRA_PRIORITY ("pref"); the kernel picks one when 0 is asked
+    table: int
+    src: str = ""               # CIDR, "" for "from all"
+    dst: str = ""               # CIDR, "" for "to all"
+    action: int = FR_ACT_TO_TBL
+    iif: str = ""
+    oif: str = ""
+    fwmark: int = 0
+
+
+def _rule(msg: Any) -> Rule:
+    def prefix(attr: str, length: int) -> str:
+        ip = msg.get_attr(attr)
+        return f"{ip}/{length}" if ip else ""
+
+    return Rule(family=6 if msg["family"] == socket.AF_INET6 else 4,
+                priority=msg.get_attr("FRA_PRIORITY") or 0,
+                table=msg.get_attr("FRA_TABLE") or msg["table"],
+                src=prefix("FRA_SRC", msg["src_len"]), dst=prefix("FRA_DST", msg["dst_len"]),
+                action=msg["action"], iif=msg.get_attr("FRA_IIFNAME") or "",
+                oif=msg.get_attr("FRA_OIFNAME") or "", fwmark=msg.get_attr("FRA_FWMARK") or 0)
 
 
 def _common(*, mtu: int, mac: str, ns_fd: int) -> list:
@@ -463,6 +497,46 @@ class Netlink:
             attrs.append(("RTA_METRICS", {"attrs": metrics}))
         return self._new(RTM_NEWROUTE, family=family, dst_len=dst_len, table=table if table < 256 else 252, proto=proto,
                          scope=scope, type=RTN_UNICAST, attrs=attrs)
+
+    # -- policy rules ----------------------------------------------------------------
+
+    def rules(self, family: int = 0) -> list[Rule]:
+        """`ip rule` of one family (4 or 6), or of both (0)."""
+        af = {4: socket.AF_INET, 6: socket.AF_INET6}.get(family, socket.AF_UNSPEC)
+        out = [_rule(m) for m in self.request(self._new(RTM_NEWRULE, family=af), RTM_GETRULE,
+                                              dump=True)]
+        return [r for r in out if r.family in ((family,) if family else (4, 6))]
+
+    def rule_add(self, src: str, table: int, *, priority: int = 0) -> None:
+        """`ip rule add from <src> table <table> [pref <priority>]` (EEXIST when the same
+        rule is there). Without a priority the kernel gives the rule the one just below
+        the first rule after "local" (32765 first, as `ip rule` and Go's netlink do)."""
+        self.request(self._rule_msg(src, table, priority), RTM_NEWRULE,
+                     NLM_F_CREATE | NLM_F_EXCL)
+
+    def rule_del(self, rule: Rule) -> bool:
+        """Delete `rule` (as rules() listed it); False when it is already gone."""
+        try:
+            self.request(self._rule_msg(rule.src, rule.table, rule.priority,
+                                        family=rule.family), RTM_DELRULE)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def _rule_msg(self, src: str, table: int, priority: int, family: int = 0) -> Any:
+        attrs: list = [("FRA_TABLE", table)]
+        src_len = 0
+        if src:
+            ip, af, src_len = _split(src)
+            attrs.append(("FRA_SRC", ip))
+        else:
+            af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        if priority:
+            attrs.append(("FRA_PRIORITY", priority))
+        return self._new(RTM_NEWRULE, family=af, src_len=src_len,
+                         table=table if table < 256 else 0, action=FR_ACT_TO_TBL, attrs=attrs)
 
     def route_get(self, ip: str) -> RouteEntry | None:
         """The route the kernel would send a packet to `ip` by (`ip route get`); None
