@@ -24,10 +24,10 @@ CHECK (Go's does nothing) every IP config has its rule; without `table`, its tab
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 from contextlib import contextmanager
 from typing import Iterator
 
+from netaddr import IPAddress, IPNetwork
 from pydantic import field_validator
 
 from .. import netconf
@@ -98,25 +98,25 @@ def locked(ns: NetNS) -> Iterator[None]:
 
 
 def host_cidr(address: str) -> str:
-    ip = ipaddress.ip_interface(address).ip
-    return f"{ip}/{ip.max_prefixlen}"
+    ip = IPNetwork(address).ip
+    return f"{ip}/{32 if ip.version == 4 else 128}"
 
 
 def default_dst(address: str) -> str:
-    return "::/0" if ipaddress.ip_interface(address).version == 6 else "0.0.0.0/0"
+    return "::/0" if IPNetwork(address).version == 6 else "0.0.0.0/0"
 
 
-def _in(net: ipaddress.IPv4Network | ipaddress.IPv6Network, ip: str) -> bool:
+def _in(net: IPNetwork, ip: str) -> bool:
     if not ip:
         return False
-    addr = ipaddress.ip_address(ip)
+    addr = IPAddress(ip)
     return addr.version == net.version and addr in net
 
 
 def belongs(route: RouteEntry, ipc: IPConfig) -> bool:
     """Go's test for copying a route to the table of `ipc`: its preferred source or its
     gateway in the config's subnet, or neither set (an on-link route, for every table)."""
-    net = ipaddress.ip_interface(ipc.address).network
+    net = IPNetwork(ipc.address).cidr
     return _in(net, route.src) or _in(net, route.gw) or (not route.src and not route.gw)
 
 
@@ -230,7 +230,7 @@ def our_rules(nl: Netlink, sources: set[str], table: int | None) -> list[Rule]:
     for rule in nl.rules():
         if not rule.src or (table is not None and rule.table != table):
             continue
-        if str(ipaddress.ip_interface(rule.src).ip) in sources:
+        if str(IPNetwork(rule.src).ip) in sources:
             out.append(rule)
     return out
 
@@ -246,13 +246,13 @@ def cmd_del(args: CmdArgs) -> None:
     except CNIError:
         prev = None                         # DEL cleans up by the interface's addresses
     if prev is not None and prev.ips:
-        sources |= {str(ipaddress.ip_interface(ip.address).ip)
+        sources |= {str(IPNetwork(ip.address).ip)
                     for ip in ip_configs(prev, args.ifname)}
     errors = ErrorList()
     with ns, locked(ns), ns.enter(), Netlink() as nl:
         dev = nl.link(args.ifname)
         if dev is not None:
-            sources |= {str(ipaddress.ip_interface(a.address).ip) for a in nl.addrs(dev.index)}
+            sources |= {str(IPNetwork(a.address).ip) for a in nl.addrs(dev.index)}
         rules = our_rules(nl, sources, conf.table)
         for rule in rules:
             with errors.collect(), kernel_errors(f"delete rule 'from {rule.src} table "
