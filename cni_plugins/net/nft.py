@@ -102,6 +102,7 @@ _table("NFTA_COUNTER_", "BYTES:u64 PACKETS:u64")
 _table("NFTA_FIB_", "DREG:u32 RESULT:u32 FLAGS:u32")
 _table("NFTA_CT_", "DREG:u32 KEY:u32 DIRECTION:u8 SREG:u32")
 _table("NFTA_LOOKUP_", "SET:str SREG:u32 DREG:u32 SET_ID:u32 FLAGS:lookupflags")
+_table("NFTA_MATCH_", "NAME:str REV:u32 INFO:bytes")
 _FLAG_BITS = {
     "natflags": ("NF_NAT_RANGE_MAP_IPS", "NF_NAT_RANGE_PROTO_SPECIFIED",
                  "NF_NAT_RANGE_PROTO_RANDOM", "NF_NAT_RANGE_PERSISTENT",
@@ -789,6 +790,58 @@ def ct_status_dnat() -> list[dict[str, Any]]:
 def ct_original_proto_dst(port: int) -> list[dict[str, Any]]:
     """`ct original proto-dst 8080`: the port the connection was first addressed to."""
     return [*ct(NFT_CT_PROTO_DST, IP_CT_DIR_ORIGINAL), *cmp("==", struct.pack(">H", port))]
+
+
+NFT_CT_STATE = 0
+CT_STATE_ESTABLISHED, CT_STATE_RELATED = 0x2, 0x4       # NF_CT_STATE_BIT(ctinfo)
+
+
+def ct_state(mask: int) -> list[dict[str, Any]]:
+    """`ct state established,related` (mask = the OR of the CT_STATE_* bits)."""
+    return [*ct(NFT_CT_STATE), *bitwise(struct.pack("=I", mask)), *cmp("!=", bytes(4))]
+
+
+def oifname(name: str, op: str = "==") -> list[dict[str, Any]]:
+    """`oifname [!=] "name"` as nft and iptables-nft encode it: the name and its NUL."""
+    return [*meta(NFT_META_OIFNAME), *cmp(op, name.encode() + b"\0")]
+
+
+def iifname(name: str, op: str = "==") -> list[dict[str, Any]]:
+    return [*meta(NFT_META_IIFNAME), *cmp(op, name.encode() + b"\0")]
+
+
+# -- xtables compat (what iptables-nft writes for -m <match>) ------------------------------
+
+def xt_match(name: str, rev: int, info: bytes) -> list[dict[str, Any]]:
+    """An x_tables match run by nft_compat: its name, revision and binary info struct
+    (the struct the xt module's kernel side reads, host byte order, XT_ALIGNed)."""
+    return [expr("match", ("NAME", name), ("REV", rev), ("INFO", info))]
+
+
+XT_COMMENT_MAX = 256            # struct xt_comment_info { char comment[256]; }
+
+
+def xt_comment(text: str) -> list[dict[str, Any]]:
+    """`-m comment --comment TEXT` (xt_comment rev 0), as iptables-nft 1.8.9 writes it."""
+    raw = text.encode()
+    if len(raw) >= XT_COMMENT_MAX:
+        raise ValueError(f"comment of {len(raw)} bytes: xt_comment keeps at most 255")
+    return xt_match("comment", 0, raw.ljust(XT_COMMENT_MAX, b"\0"))
+
+
+XT_CONNTRACK_STATE = 1 << 0     # match_flags
+# struct xt_conntrack_mtinfo3: 8 nf_inet_addr (addresses, masks), expires_min/max, then
+# u16 l4proto, 4 ports, match_flags, invert_flags, state_mask, status_mask, 4 port
+# ranges' high ends: 162 bytes, 164 with C's padding, XT_ALIGNed to 168.
+_CONNTRACK3 = struct.Struct("=128sII HHHHH HHHH HHHH 6x")
+
+
+def xt_conntrack_state(mask: int) -> list[dict[str, Any]]:
+    """`-m conntrack --ctstate …` (xt_conntrack rev 3, as iptables-nft 1.8.9 writes it);
+    mask: the OR of the CT_STATE_* bits (RELATED,ESTABLISHED: 0x6)."""
+    info = _CONNTRACK3.pack(bytes(128), 0, 0, 0, 0, 0, 0, 0, XT_CONNTRACK_STATE, 0, mask, 0,
+                            0, 0, 0, 0)
+    return xt_match("conntrack", 3, info)
 
 
 def dnat6(ip: str, port: int) -> list[dict[str, Any]]:
