@@ -23,6 +23,7 @@ versions, refused with code 2), "iptablesAdminChainName" (default CNI-ADMIN),
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 
@@ -34,7 +35,7 @@ from ..netconf import AbsPath, Invalid
 from ..net.request import Rollback
 from ..skel import CmdArgs
 from ..testing import checkpoint
-from ..types import Result
+from ..types import IPConfig, Result
 
 DEFAULT_DATA_DIR = "/run/cni/firewall"
 DEFAULT_ADMIN_CHAIN = "CNI-ADMIN"
@@ -105,9 +106,21 @@ def _prev_result(args: CmdArgs) -> Result:
     return result
 
 
-def addresses(result: Result) -> list[str]:
-    """Every address of prevResult, as Go takes them (whatever interface they are on)."""
-    return [ip.address for ip in result.ips]
+def addresses(result: Result, strict: bool = True) -> list[str]:
+    """Every address of prevResult, as Go takes them (whatever interface they are on),
+    checked before any kernel work; DEL (not strict) skips what it cannot read."""
+    out = []
+    for i, ip in enumerate(result.ips):
+        try:
+            ipaddress.ip_interface(ip.address)
+        except ValueError:
+            if not strict:
+                continue
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid config: prevResult.ips[{i}].address: invalid address "
+                           f"{ip.address!r}") from None
+        out.append(ip.address)
+    return out
 
 
 def bridge_of(conf: Conf, result: Result) -> str | None:
@@ -145,9 +158,10 @@ def read_note(path: str) -> list[str]:
         with open(path) as f:
             raw = json.load(f)
         ips = raw.get("ips", []) if isinstance(raw, dict) else []
-        return [ip for ip in ips if isinstance(ip, str)]
     except (OSError, ValueError):
         return []
+    return addresses(Result(ips=[IPConfig(address=ip) for ip in ips if isinstance(ip, str)]),
+                     strict=False)
 
 
 def drop_note(path: str) -> None:
@@ -198,10 +212,6 @@ def _teardown(backend: str, conf: Conf, container_id: str, ifname: str, ips: lis
         forward.teardown(ips)
 
 
-def _invalid(e: ValueError) -> CNIError:
-    return CNIError(Code.INVALID_NETWORK_CONFIG, f"invalid config: prevResult.ips: {e}")
-
-
 # -- verbs ---------------------------------------------------------------------------------
 
 def cmd_add(args: CmdArgs) -> Result:
@@ -212,12 +222,10 @@ def cmd_add(args: CmdArgs) -> Result:
     backend = conf.backend or "iptables"
     with Rollback() as undo:
         undo.callback(_teardown, backend, conf, args.container_id, args.ifname, ips)
-        try:
-            _setup(backend, conf, args, ips, bridge)
-        except ValueError as e:
-            raise _invalid(e) from e
+        _setup(backend, conf, args, ips, bridge)
         checkpoint("rules")
         write_note(conf, args, ips, backend)
+        undo.callback(drop_note, _note_path(conf, args.container_id, args.ifname))
         checkpoint("note")
     return result
 
@@ -231,14 +239,11 @@ def cmd_del(args: CmdArgs) -> None:
         return
     path = _note_path(conf, args.container_id, args.ifname)
     result = args.prev_result()
-    ips = addresses(result) if result is not None else read_note(path)
+    ips = addresses(result, strict=False) if result is not None else read_note(path)
     errors = ErrorList()
     for backend in BACKENDS:
         with errors.collect():
-            try:
-                _teardown(backend, conf, args.container_id, args.ifname, ips)
-            except ValueError as e:
-                raise _invalid(e) from e
+            _teardown(backend, conf, args.container_id, args.ifname, ips)
     with errors.collect():
         drop_note(path)
     errors.raise_if_any()
@@ -249,17 +254,14 @@ def cmd_check(args: CmdArgs) -> None:
     result = _prev_result(args)
     bridge = bridge_of(conf, result)
     ips = addresses(result)
-    try:
-        if conf.backend == "nftables":
-            from ..net.firewall import forward_nft
+    if conf.backend == "nftables":
+        from ..net.firewall import forward_nft
 
-            forward_nft.check(conf.name, args.ifname, args.container_id, ips, bridge)
-        else:
-            from ..net.firewall import forward
+        forward_nft.check(conf.name, args.ifname, args.container_id, ips, bridge)
+    else:
+        from ..net.firewall import forward
 
-            forward.check(ips, conf.admin_chain, bridge)
-    except ValueError as e:
-        raise _invalid(e) from e
+        forward.check(ips, conf.admin_chain, bridge)
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -278,10 +280,7 @@ def cmd_gc(args: CmdArgs) -> None:
             continue
         stale = [ip for ip in read_note(path) if ip.partition("/")[0] not in kept]
         with errors.collect():
-            try:
-                _teardown("iptables", conf, cid, ifname, stale)
-            except ValueError as e:
-                raise _invalid(e) from e
+            _teardown("iptables", conf, cid, ifname, stale)
             drop_note(path)
     with errors.collect():
         from ..net.firewall import forward_nft

@@ -16,8 +16,9 @@ either implementation finds, checks and deletes the other's rules:
 
 iptables-nft encodes -s/-d/-i/-o/-j natively (payload, meta, cmp, immediate) and every
 rule with a counter; `-m comment` and `-m conntrack` stay x_tables matches run by
-nft_compat, with their binary info structs (nft.xt_comment, nft.xt_conntrack_state:
-byte-identical to what iptables-nft 1.8.9 sends, tests/unit/test_firewall_encoding.py).
+nft_compat, with their binary info structs (nft.xt_comment, nft.xt_conntrack_state).
+tests/unit/test_firewall_encoding.py compares every rule with the kernel's dump of Go's:
+the same bytes, but for the order of a meta expression's two attributes.
 Existing tables and chains (iptables', Docker's) are reused, never redefined: a FORWARD
 policy of DROP stays DROP.
 
