@@ -51,6 +51,7 @@ NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN, NFT_MSG_DELCHAIN = 3, 4, 5
 NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 6, 7, 8
+NFT_MSG_GETGEN = 16
 NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
 ATTEMPTS = 4                    # transactions retried because a listed rule went away
 
@@ -103,6 +104,7 @@ _table("NFTA_FIB_", "DREG:u32 RESULT:u32 FLAGS:u32")
 _table("NFTA_CT_", "DREG:u32 KEY:u32 DIRECTION:u8 SREG:u32")
 _table("NFTA_LOOKUP_", "SET:str SREG:u32 DREG:u32 SET_ID:u32 FLAGS:lookupflags")
 _table("NFTA_MATCH_", "NAME:str REV:u32 INFO:bytes")
+_table("NFNL_BATCH_", "GENID:u32")
 _FLAG_BITS = {
     "natflags": ("NF_NAT_RANGE_MAP_IPS", "NF_NAT_RANGE_PROTO_SPECIFIED",
                  "NF_NAT_RANGE_PROTO_RANDOM", "NF_NAT_RANGE_PERSISTENT",
@@ -450,9 +452,11 @@ class NFT:
     def __init__(self, timeout: float = 5.0) -> None:
         self._sock = Socket(NETLINK_NETFILTER, timeout, name="nftables")
 
-    def commit(self, batch: Batch) -> None:
+    def commit(self, batch: Batch, genid: int | None = None) -> None:
         """Send the batch as one transaction; raise OSError for the first command that
-        failed (then nothing of the batch was applied).
+        failed (then nothing of the batch was applied). With `genid` (generation()),
+        the kernel refuses the whole batch with ERESTART when the ruleset changed since
+        (iptables-nft's guard for a batch built on a listing).
 
         Only the last command asks for an ack: the kernel reports every failing command
         anyway, in order, before that ack, and one ack per command would overflow the
@@ -462,7 +466,8 @@ class NFT:
             return
         seq = self._sock.next_seq
         begin = seq()
-        parts = [encode(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, [], begin,
+        parts = [encode(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0,
+                        [] if genid is None else [("NFNL_BATCH_GENID", genid)], begin,
                         NFNL_SUBSYS_NFTABLES)]
         whats: dict[int, str] = {}
         for i, (kind, flags, what, attrs, family) in enumerate(batch.cmds):
@@ -496,6 +501,14 @@ class NFT:
             return self._sock.request(data, n, dump=dump)
         except FileNotFoundError:
             return []
+
+    def generation(self) -> int:
+        """The ruleset's generation ID (NFTA_GEN_ID), for commit(genid=…)."""
+        replies = self._get(NFT_MSG_GETGEN, "ip", [], dump=False)
+        for kind, a, _ in _attrs(replies[0], HDR.size + 4, len(replies[0])) if replies else ():
+            if kind == 1:
+                return int(struct.unpack_from(">I", replies[0], a)[0])
+        raise OSError(errno.EPROTO, "no generation ID in the kernel's answer")
 
     def table(self, family: str, name: str) -> Table | None:
         replies = self._get(NFT_MSG_GETTABLE, family, [("NFTA_TABLE_NAME", name)], dump=False)

@@ -49,6 +49,7 @@ ADMIN_COMMENT = "CNI firewall plugin admin overrides"
 ISOLATION_COMMENT = "CNI firewall plugin rules (ingressPolicy: same-bridge)"
 RELATED_ESTABLISHED = nft.CT_STATE_RELATED | nft.CT_STATE_ESTABLISHED
 _NO_NFTABLES = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP}
+ATTEMPTS = 16                   # transactions built again after another process's commit
 
 
 # -- the rules, as iptables-nft encodes them -----------------------------------------------
@@ -129,13 +130,23 @@ def setup(ips: Iterable[str], admin_chain: str = DEFAULT_ADMIN_CHAIN,
     """ADD: the shared chains and jumps (made when missing), each address's two rules
     (appended when missing) and, with `bridge`, the same-bridge isolation rules."""
     for family, addrs in families(ips).items():
-        with kernel_errors(f"set up the forwarding rules in {family} {TABLE}"), \
-                nft.NFT() as sock:
-            _setup_family(sock, family, addrs, admin_chain, bridge)
+        with kernel_errors(f"set up the forwarding rules in {family} {TABLE}"):
+            for attempt in range(ATTEMPTS):
+                try:
+                    with nft.NFT() as sock:
+                        _setup_family(sock, family, addrs, admin_chain, bridge)
+                    break
+                except OSError as e:
+                    if e.errno != errno.ERESTART or attempt == ATTEMPTS - 1:
+                        raise
 
 
 def _setup_family(sock: nft.NFT, family: str, addrs: list[str], admin_chain: str,
                   bridge: str | None) -> None:
+    """List, decide, commit, guarded by the ruleset's generation: another ADD that
+    changed the ruleset in between makes the kernel refuse the batch (ERESTART), and
+    setup() lists again, so concurrent first ADDs make the shared jumps once."""
+    genid = sock.generation()
     present = {c for c in (FORWARD, PRIV_CHAIN, admin_chain, STAGE1, STAGE2)
                if sock.chain(family, TABLE, c) is not None}
     listed = {c: sock.rules(family, TABLE, c) for c in present}
@@ -164,7 +175,7 @@ def _setup_family(sock: nft.NFT, family: str, addrs: list[str], admin_chain: str
                 b.insert_rule(family, TABLE, chain, first)
             if not _has(listed.get(chain, []), last):
                 b.add_rule(family, TABLE, chain, last)
-    sock.commit(b)
+    sock.commit(b, genid)
 
 
 def teardown(ips: Iterable[str]) -> None:

@@ -548,3 +548,19 @@ def serve_tcp():
     yield start
     for s in made:
         s.close()
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+def test_parallel_adds_share_one_layout(make_node, run):
+    """Eight first ADDs at once on an empty node: the shared chains and jumps once, every
+    pod's rules there (iptables-nft's generation check: a transaction built on a stale
+    listing is refused by the kernel and built again)."""
+    node = make_node()
+    pods = [attach(node, "1.0.0", run, cid=f"p{i}") for i in range(8)]
+    replies = node.parallel([("firewall", "ADD", fw_conf("1.0.0", p.prev, node), p.ns, p.cid)
+                             for p in pods], workers=8)
+    assert all(r.ok for r in replies), [r.raw for r in replies if not r.ok]
+    lines = saved(node.host)
+    assert lines.count(SHARED[2]) == 1 and lines.count(SHARED[3]) == 1, lines
+    assert sorted(forwarded(node.host)) == sorted(l for p in pods for l in pod_rules(p.ip))
