@@ -416,7 +416,7 @@ def test_prev_result_required(make_node, run):
     for verb in ("ADD", "CHECK"):
         r = fw(run, verb, pod, conf=fw_conf("1.0.0", None, node))
         assert r.rc == 1 and r.code == 7 and "prevResult" in r.out["msg"], r.raw
-    assert saved(node.host) == [] or forwarded(node.host) == []
+    assert forwarded(node.host) == [] and notes(node) == set()
 
 
 def test_bad_prev_result_address(make_node, run):
