@@ -25,12 +25,14 @@ REGISTRY: dict[str, str] = {
     "tap": "cni_plugins.main.tap",
     "vrf": "cni_plugins.meta.vrf",
     "sbr": "cni_plugins.meta.sbr",
+    "firewall": "cni_plugins.meta.firewall",
 }
 
 # Plugins that speak fewer versions than version.ALL; read without importing them.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "bandwidth": tuple(v for v in version.ALL if version.at_least(v, "0.3.0")),   # as Go's
     "vrf": tuple(v for v in version.ALL if version.at_least(v, "0.3.1")),         # as Go's
+    "firewall": tuple(v for v in version.ALL if version.at_least(v, "0.4.0")),    # as Go's
 }
 
 

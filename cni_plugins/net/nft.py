@@ -51,6 +51,7 @@ NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFT_MSG_DELTABLE = 0, 1, 2
 NFT_MSG_NEWCHAIN, NFT_MSG_GETCHAIN, NFT_MSG_DELCHAIN = 3, 4, 5
 NFT_MSG_NEWRULE, NFT_MSG_GETRULE, NFT_MSG_DELRULE = 6, 7, 8
+NFT_MSG_GETGEN = 16
 NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
 ATTEMPTS = 4                    # transactions retried because a listed rule went away
 
@@ -102,6 +103,8 @@ _table("NFTA_COUNTER_", "BYTES:u64 PACKETS:u64")
 _table("NFTA_FIB_", "DREG:u32 RESULT:u32 FLAGS:u32")
 _table("NFTA_CT_", "DREG:u32 KEY:u32 DIRECTION:u8 SREG:u32")
 _table("NFTA_LOOKUP_", "SET:str SREG:u32 DREG:u32 SET_ID:u32 FLAGS:lookupflags")
+_table("NFTA_MATCH_", "NAME:str REV:u32 INFO:bytes")
+_table("NFNL_BATCH_", "GENID:u32")
 _FLAG_BITS = {
     "natflags": ("NF_NAT_RANGE_MAP_IPS", "NF_NAT_RANGE_PROTO_SPECIFIED",
                  "NF_NAT_RANGE_PROTO_RANDOM", "NF_NAT_RANGE_PERSISTENT",
@@ -449,9 +452,11 @@ class NFT:
     def __init__(self, timeout: float = 5.0) -> None:
         self._sock = Socket(NETLINK_NETFILTER, timeout, name="nftables")
 
-    def commit(self, batch: Batch) -> None:
+    def commit(self, batch: Batch, genid: int | None = None) -> None:
         """Send the batch as one transaction; raise OSError for the first command that
-        failed (then nothing of the batch was applied).
+        failed (then nothing of the batch was applied). With `genid` (generation()),
+        the kernel refuses the whole batch with ERESTART when the ruleset changed since
+        (iptables-nft's guard for a batch built on a listing).
 
         Only the last command asks for an ack: the kernel reports every failing command
         anyway, in order, before that ack, and one ack per command would overflow the
@@ -461,7 +466,8 @@ class NFT:
             return
         seq = self._sock.next_seq
         begin = seq()
-        parts = [encode(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, [], begin,
+        parts = [encode(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0,
+                        [] if genid is None else [("NFNL_BATCH_GENID", genid)], begin,
                         NFNL_SUBSYS_NFTABLES)]
         whats: dict[int, str] = {}
         for i, (kind, flags, what, attrs, family) in enumerate(batch.cmds):
@@ -495,6 +501,14 @@ class NFT:
             return self._sock.request(data, n, dump=dump)
         except FileNotFoundError:
             return []
+
+    def generation(self) -> int:
+        """The ruleset's generation ID (NFTA_GEN_ID), for commit(genid=…)."""
+        replies = self._get(NFT_MSG_GETGEN, "ip", [], dump=False)
+        for kind, a, _ in _attrs(replies[0], HDR.size + 4, len(replies[0])) if replies else ():
+            if kind == 1:
+                return int(struct.unpack_from(">I", replies[0], a)[0])
+        raise OSError(errno.EPROTO, "no generation ID in the kernel's answer")
 
     def table(self, family: str, name: str) -> Table | None:
         replies = self._get(NFT_MSG_GETTABLE, family, [("NFTA_TABLE_NAME", name)], dump=False)
@@ -789,6 +803,58 @@ def ct_status_dnat() -> list[dict[str, Any]]:
 def ct_original_proto_dst(port: int) -> list[dict[str, Any]]:
     """`ct original proto-dst 8080`: the port the connection was first addressed to."""
     return [*ct(NFT_CT_PROTO_DST, IP_CT_DIR_ORIGINAL), *cmp("==", struct.pack(">H", port))]
+
+
+NFT_CT_STATE = 0
+CT_STATE_ESTABLISHED, CT_STATE_RELATED = 0x2, 0x4       # NF_CT_STATE_BIT(ctinfo)
+
+
+def ct_state(mask: int) -> list[dict[str, Any]]:
+    """`ct state established,related` (mask = the OR of the CT_STATE_* bits)."""
+    return [*ct(NFT_CT_STATE), *bitwise(struct.pack("=I", mask)), *cmp("!=", bytes(4))]
+
+
+def oifname(name: str, op: str = "==") -> list[dict[str, Any]]:
+    """`oifname [!=] "name"` as nft and iptables-nft encode it: the name and its NUL."""
+    return [*meta(NFT_META_OIFNAME), *cmp(op, name.encode() + b"\0")]
+
+
+def iifname(name: str, op: str = "==") -> list[dict[str, Any]]:
+    return [*meta(NFT_META_IIFNAME), *cmp(op, name.encode() + b"\0")]
+
+
+# -- xtables compat (what iptables-nft writes for -m <match>) ------------------------------
+
+def xt_match(name: str, rev: int, info: bytes) -> list[dict[str, Any]]:
+    """An x_tables match run by nft_compat: its name, revision and binary info struct
+    (the struct the xt module's kernel side reads, host byte order, XT_ALIGNed)."""
+    return [expr("match", ("NAME", name), ("REV", rev), ("INFO", info))]
+
+
+XT_COMMENT_MAX = 256            # struct xt_comment_info { char comment[256]; }
+
+
+def xt_comment(text: str) -> list[dict[str, Any]]:
+    """`-m comment --comment TEXT` (xt_comment rev 0), as iptables-nft 1.8.9 writes it."""
+    raw = text.encode()
+    if len(raw) >= XT_COMMENT_MAX:
+        raise ValueError(f"comment of {len(raw)} bytes: xt_comment keeps at most 255")
+    return xt_match("comment", 0, raw.ljust(XT_COMMENT_MAX, b"\0"))
+
+
+XT_CONNTRACK_STATE = 1 << 0     # match_flags
+# struct xt_conntrack_mtinfo3: 8 nf_inet_addr (addresses, masks), expires_min/max, then
+# u16 l4proto, 4 ports, match_flags, invert_flags, state_mask, status_mask, 4 port
+# ranges' high ends: 162 bytes, 164 with C's padding, XT_ALIGNed to 168.
+_CONNTRACK3 = struct.Struct("=128sII HHHHH HHHH HHHH 6x")
+
+
+def xt_conntrack_state(mask: int) -> list[dict[str, Any]]:
+    """`-m conntrack --ctstate …` (xt_conntrack rev 3, as iptables-nft 1.8.9 writes it);
+    mask: the OR of the CT_STATE_* bits (RELATED,ESTABLISHED: 0x6)."""
+    info = _CONNTRACK3.pack(bytes(128), 0, 0, 0, 0, 0, 0, 0, XT_CONNTRACK_STATE, 0, mask, 0,
+                            0, 0, 0, 0)
+    return xt_match("conntrack", 3, info)
 
 
 def dnat6(ip: str, port: int) -> list[dict[str, Any]]:
