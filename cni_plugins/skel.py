@@ -147,6 +147,15 @@ class CmdArgs:
 
         return convert.parse(self.cni_version, raw)
 
+    def require_prev_result(self) -> "Result":
+        """prevResult, for a verb that cannot work without it (a chained plugin, CHECK)."""
+        prev = self.prev_result()
+        if prev is None:
+            raise CNIError(Code.INVALID_NETWORK_CONFIG,
+                           f"invalid config: prevResult: required: {self.conf.get('type')} "
+                           f"{self.command} must be chained after a plugin that gives a result")
+        return prev
+
     def valid_attachments(self) -> set[tuple[str, str]]:
         """GC: the (containerID, ifname) pairs the runtime still uses."""
         raw = self.conf.get("cni.dev/valid-attachments", self.conf.get("cni.dev/attachments"))

@@ -137,10 +137,7 @@ def _canonical(text: str) -> str:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: prevResult: required for CHECK")
+    prev = args.require_prev_result()
     have = {_canonical(ip.address): _canonical(ip.gateway) for ip in prev.ips}
     for ip in addresses(args, conf):
         if ip.address not in have:

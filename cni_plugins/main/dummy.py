@@ -65,9 +65,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     ipam_type = read_ipam_type(args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "dummy CHECK: prevResult is required")
+    prev = args.require_prev_result()
     invoke.delegate_check(ipam_type, args)
     with open_sockets(args.netns, host=False) as nl:
         check_container_link(nl.ctr, prev, args.ifname, args.netns, "dummy")

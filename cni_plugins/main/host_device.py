@@ -276,9 +276,7 @@ def cmd_check(args: CmdArgs) -> None:
     _, key, value = selector(conf)
     if conf.ipam_type:
         invoke.delegate_check(conf.ipam_type, args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "host-device CHECK: prevResult is required")
+    prev = args.require_prev_result()
     if userspace_driver(key, value):
         return
     with open_sockets(args.netns, host=False) as nl:

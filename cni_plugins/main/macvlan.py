@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from .. import invoke, netconf
-from ..errors import CNIError, Code, ErrorList, kernel_errors
+from ..errors import ErrorList, kernel_errors
 from ..net import link, sublink, sysctl
 from ..net.iface import check_container_link, configure_iface
 from ..net.request import Rollback, open_sockets
@@ -106,9 +106,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "macvlan CHECK: prevResult is required")
+    prev = args.require_prev_result()
     if conf.ipam.type:
         invoke.delegate_check(conf.ipam.type, args)
     with open_sockets(args.netns, host=False) as nl:

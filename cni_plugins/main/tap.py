@@ -162,9 +162,7 @@ def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
     if conf.ipam_type:
         invoke.delegate_check(conf.ipam_type, args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "tap CHECK: prevResult is required")
+    prev = args.require_prev_result()
     with open_sockets(args.netns, host=False) as nl:
         tap = check_container_link(nl.ctr, prev, args.ifname, args.netns, "tun")
     if tap.data.get("IFLA_TUN_TYPE") != 2:

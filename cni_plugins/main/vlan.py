@@ -101,9 +101,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "vlan CHECK: prevResult is required")
+    prev = args.require_prev_result()
     invoke.delegate_check(conf.ipam_type, args)
     with open_sockets(args.netns) as nl:
         master = (nl.ctr if conf.link_in_container else nl.host).link(conf.master)

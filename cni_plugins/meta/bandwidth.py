@@ -141,13 +141,6 @@ def load_bandwidth(args: CmdArgs) -> Bandwidth:
     return load_bandwidth_from(netconf.load(args, Conf))
 
 
-def require_prev_result(args: CmdArgs) -> Result:
-    result = args.prev_result()
-    if result is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "must be called as chained plugin: prevResult missing")
-    return result
-
 
 def host_veth(host: Netlink, ctr: Netlink, ifname: str, result: Result) -> Link:
     """The host end of the container's veth, which prevResult must list without a
@@ -179,7 +172,7 @@ def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     bw = load_bandwidth(args)
-    result = require_prev_result(args)
+    result = args.require_prev_result()
     if bw.ingress is None and bw.egress is None:
         return result
     with open_sockets(args.netns) as nl, Rollback() as undo:
@@ -216,7 +209,7 @@ def _mismatch(what: str, want: tc.Tbf, have: Any) -> CNIError:
 
 def cmd_check(args: CmdArgs) -> None:
     bw = load_bandwidth(args)
-    result = require_prev_result(args)
+    result = args.require_prev_result()
     if bw.ingress is None and bw.egress is None:
         return
     with open_sockets(args.netns) as nl:

@@ -97,14 +97,6 @@ def load_conf(args: CmdArgs) -> Conf:
     return netconf.load(args, Conf)
 
 
-def _prev_result(args: CmdArgs) -> Result:
-    result = args.prev_result()
-    if result is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "must be called as chained plugin: missing prevResult from earlier "
-                       "plugin")
-    return result
-
 
 def addresses(result: Result, strict: bool = True) -> list[str]:
     """Every address of prevResult, as Go takes them (whatever interface they are on),
@@ -216,7 +208,7 @@ def _teardown(backend: str, conf: Conf, container_id: str, ifname: str, ips: lis
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    result = _prev_result(args)
+    result = args.require_prev_result()
     bridge = bridge_of(conf, result)
     ips = addresses(result)
     backend = conf.backend or "iptables"
@@ -251,7 +243,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    result = _prev_result(args)
+    result = args.require_prev_result()
     bridge = bridge_of(conf, result)
     ips = addresses(result)
     if conf.backend == "nftables":

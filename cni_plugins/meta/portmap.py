@@ -171,12 +171,6 @@ def container_ips(result: Result, ifname: str) -> list[str]:
     return [found[v] for v in (4, 6) if v in found]
 
 
-def _prev_result(args: CmdArgs, what: str) -> Result:
-    result = args.prev_result()
-    if result is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, f"{what}: prevResult missing")
-    return result
-
 
 # -- route_localnet --------------------------------------------------------------------------
 
@@ -231,7 +225,7 @@ def _drop_stale_udp(mappings: list[Mapping], ips: list[str]) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    result = _prev_result(args, "must be called as chained plugin")
+    result = args.require_prev_result()
     if not conf.mappings:
         return result
     ips = container_ips(result, args.ifname)
@@ -263,7 +257,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    result = _prev_result(args, "required prevResult missing")
+    result = args.require_prev_result()
     if not conf.mappings:
         return
     ips = container_ips(result, args.ifname)

@@ -60,14 +60,6 @@ def load_conf(args: CmdArgs) -> Conf:
     return netconf.load(args, Conf)
 
 
-def require_prev_result(args: CmdArgs) -> Result:
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: prevResult: sbr must be chained after an interface "
-                       "plugin (missing prevResult)")
-    return prev
-
 
 def ip_configs(prev: Result, ifname: str) -> list[IPConfig]:
     """The IP configs of `ifname`: those whose interface index names it, those with no
@@ -206,7 +198,7 @@ def setup_tables(nl: Netlink, index: int, ifname: str, ipcs: list[IPConfig],
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    prev = require_prev_result(args)
+    prev = args.require_prev_result()
     ipcs = ip_configs(prev, args.ifname)
     with open_sockets(args.netns, host=False) as s, locked(s.ctr_ns), Rollback() as undo:
         nl = s.ctr
@@ -275,7 +267,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    prev = require_prev_result(args)
+    prev = args.require_prev_result()
     ipcs = ip_configs(prev, args.ifname)
     with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
         dev = nl.link(args.ifname)

@@ -139,9 +139,7 @@ def write_backup(conf: Conf, args: CmdArgs, link: Link) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    result = args.prev_result()
-    if result is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "Required prevResult missing")
+    result = args.require_prev_result()
     paths = {key: sysctl_path(key, args.ifname) for key in conf.sysctl}
     check_allowlist(list(conf.sysctl))
     check_mac(conf.mac)
@@ -201,8 +199,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    if args.prev_result() is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "Required prevResult missing")
+    args.require_prev_result()
     with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
         for key, want in conf.sysctl.items():
             have = sysctl.get(sysctl_path(key, args.ifname))

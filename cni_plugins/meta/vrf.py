@@ -150,11 +150,7 @@ def _release(nl: Netlink, index: int, v6: list[str], routes: list[RouteEntry]) -
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
-    prev = args.prev_result()
-    if prev is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       "invalid config: prevResult: vrf must be chained after an interface "
-                       "plugin (missing prevResult)")
+    prev = args.require_prev_result()
     with open_sockets(args.netns, host=False) as nl, Rollback() as undo:
         vrf = ensure_vrf(nl.ctr, conf, undo)
         checkpoint("vrf")
@@ -184,8 +180,7 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)
-    if args.prev_result() is None:
-        raise CNIError(Code.INVALID_NETWORK_CONFIG, "vrf CHECK: prevResult is required")
+    args.require_prev_result()
     with NetNS.open(args.netns) as ns, ns.enter(), Netlink() as nl:
         vrf = nl.link(conf.vrfname)
         if vrf is None or vrf.kind != "vrf":
