@@ -345,6 +345,20 @@ def _client_class() -> type:
 
 # -- the daemon ----------------------------------------------------------------------------
 
+def _refuse(conn: socket.socket, reply: dict[str, Any]) -> None:
+    """Answer a refused peer, then read a little of what it still sends before closing: a
+    unix socket closed on unread data resets the peer before it can read the answer."""
+    wire.send(conn, wire.REPLY, reply)
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(1.0)
+    left = wire.MAX_REQUEST
+    try:
+        while left > 0 and (chunk := conn.recv(min(left, 65536))):
+            left -= len(chunk)
+    except OSError:
+        pass
+
+
 class Daemon:
     def __init__(self, *, lease_dir: str = DEFAULT_LEASE_DIR, hostprefix: str = "",
                  broadcast: bool = False, timeout: float = 10.0, resend_max: float = 62.0,
@@ -491,7 +505,7 @@ class Daemon:
                                                       struct.calcsize("3i")))[1]
             if uid not in (0, os.geteuid()):
                 LOG.warning("refused a peer with uid %d", uid)
-                wire.send(conn, wire.REPLY, _error(Code.IO_FAILURE, "permission denied"))
+                _refuse(conn, _error(Code.IO_FAILURE, "permission denied"))
                 return
             try:
                 req, fds = wire.recv(conn, wire.REQUEST, wire.MAX_REQUEST, max_fds=1)
@@ -499,7 +513,7 @@ class Daemon:
                 return
             except wire.WireError as e:
                 LOG.warning("refused a request: %s", e)
-                wire.send(conn, wire.REPLY, _error(Code.DECODING_FAILURE, f"bad request: {e}"))
+                _refuse(conn, _error(Code.DECODING_FAILURE, f"bad request: {e}"))
                 return
             conn.settimeout(None)
             wire.send(conn, wire.REPLY, self.dispatch(req, fds))

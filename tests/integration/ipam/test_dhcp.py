@@ -142,3 +142,152 @@ def test_host_device(lan_node, dnsmasq, daemon):
     assert dnsmasq.leases()[client_id_hex("hd", NET)].ip == ip
     assert node("host-device", "DEL", conf, pod, cid="hd").ok
     assert wait_for(lambda: not dnsmasq.leases(), 5)
+
+
+# -- GC and STATUS -------------------------------------------------------------------------
+
+def test_gc_releases_what_is_not_valid_and_status(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pods = [node.pod(), node.pod()]
+    conf = mv_conf("1.1.0", daemon.socket)
+    for i, pod in enumerate(pods):
+        assert node("macvlan", "ADD", conf, pod, cid=f"g{i}").ok
+    assert node("dhcp", "STATUS", conf).ok
+    # no valid-attachments at all: nothing is released
+    assert node("dhcp", "GC", conf).ok
+    assert len(dnsmasq.leases()) == 2
+    # another network's GC leaves ours alone
+    other = dict(conf, name="othernet", **{"cni.dev/valid-attachments": []})
+    assert node("dhcp", "GC", other).ok
+    assert len(dnsmasq.leases()) == 2
+    gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "g1", "ifname": "eth0"}]})
+    r = node("dhcp", "GC", gc)
+    assert r.ok, r.raw
+    assert wait_for(lambda: set(dnsmasq.leases()) == {client_id_hex("g1", NET)}, 5)
+    assert [rec["containerID"] for rec in daemon.records()] == ["g1"]
+    assert node("macvlan", "DEL", conf, pods[0], cid="g0").ok      # already gone: fine
+    assert node("macvlan", "DEL", conf, pods[1], cid="g1").ok
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ipam, word", [
+    ({"provide": [{"option": "no-such-option", "value": "x"}]}, "ipam.provide[0].option"),
+    ({"request": [{"option": "300"}]}, "ipam.request[0].option"),
+    ({"request": "routers"}, "ipam.request"),
+    ({"daemonSocketPath": 5}, "ipam.daemonSocketPath"),
+    ({"provide": [{"option": "host-name", "value": "x" * 300}]}, "too long"),
+])
+def test_bad_config(ipam, word, tmp_path):
+    conf = {"cniVersion": "1.0.0", "name": NET, "type": "dhcp",
+            "ipam": {"type": "dhcp", "daemonSocketPath": str(tmp_path / "none.sock"), **ipam}}
+    r = run_dhcp("ADD", conf, netns="/run/netns/cnitest-dhcp-unused")
+    assert r.code == 7, r.raw
+    assert word in r.out["msg"], r.out
+
+
+def run_dhcp(verb: str, conf: dict, netns: str = "", **kw):
+    """The plugin in process (no netns needed for what these tests reach)."""
+    from tests.fixtures.run import Runner
+
+    kw.setdefault("path", "/nonexistent")
+    return Runner("", mode="inproc")("dhcp", verb, conf, netns=netns, **kw)
+
+
+def test_unreachable_daemon(tmp_path, netns):
+    conf = {"cniVersion": "1.1.0", "name": NET, "type": "dhcp",
+            "ipam": {"type": "dhcp", "daemonSocketPath": str(tmp_path / "none.sock")}}
+    r = run_dhcp("ADD", conf, netns=netns.path)
+    assert r.code == 11, r.raw
+    assert "none.sock" in r.out["msg"]
+    s = run_dhcp("STATUS", conf)
+    assert s.code == 50, s.raw
+    d = run_dhcp("DEL", conf, netns=netns.path)
+    assert d.code == 11, d.raw           # the lease may live on disk: the runtime retries
+
+
+def _raw_request(path: str, data: bytes, *, uid: int | None = None) -> bytes:
+    """Send raw bytes to the daemon (as `uid`, in a child) and return what it answers."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            os.write(w, got or b"<closed>")
+        except BaseException as e:
+            os.write(w, f"<{type(e).__name__}: {e}>".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return out
+
+
+@pytest.fixture
+def open_daemon():
+    """A daemon whose directories others may traverse (tmp_path's parents are 0700)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    top = tempfile.mkdtemp(prefix="cnitest-dhcp-", dir="/tmp")
+    os.chmod(top, 0o755)
+    d = DhcpDaemon(Path(top)).start()
+    yield d
+    d.stop()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_hostile_peers(open_daemon, tmp_path):
+    from cni_plugins.ipam import _dhcp_wire as wire
+
+    daemon = open_daemon
+
+    # root only: the socket is 0600 in a 0700 directory
+    assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(daemon.socket)).st_mode & 0o777 == 0o700
+    # a non-root peer that gets past the mode (opened up here) is refused by SO_PEERCRED
+    os.chmod(os.path.dirname(daemon.socket), 0o755)
+    os.chmod(daemon.socket, 0o666)
+    body = wire.frame(wire.REQUEST, {"verb": "status"})
+    got = _raw_request(daemon.socket, body, uid=65534)
+    assert b"permission denied" in got and b'"result"' not in got, got
+    assert "refused a peer with uid 65534" in daemon.log.read_text()
+    # garbage, a lying length, bad JSON, bad fields, unknown verb: refused, never fatal
+    for bad, word in [(b"GET / HTTP/1.0\r\n\r\n", b"not a cni-plugins dhcp frame"),
+                      (wire.REQUEST + (1 << 30).to_bytes(4, "big"), b"larger than"),
+                      (wire.REQUEST + (5).to_bytes(4, "big") + b"{oops", b"undecodable"),
+                      (wire.frame(wire.REQUEST, [1, 2]), b"not an object"),
+                      (wire.frame(wire.REQUEST, {"verb": "add", "containerID": "c",
+                                                 "network": "n", "ifname": "x" * 20}),
+                       b"ifname"),
+                      (wire.frame(wire.REQUEST, {"verb": "add", "containerID": "c",
+                                                 "network": "n", "ifname": "eth0",
+                                                 "request": ["x"]}), b"request"),
+                      (wire.frame(wire.REQUEST, {"verb": "gc", "network": 1}), b"gc"),
+                      (wire.frame(wire.REQUEST, {"verb": "nope"}), b"unknown verb"),
+                      (wire.REQUEST + (100).to_bytes(4, "big") + b"{}", b"closed mid-frame")]:
+        got = _raw_request(daemon.socket, bad)
+        assert word in got, (bad[:40], got)
+    # an ADD without the netns fd, naming a path that is no netns: code 8
+    got = _raw_request(daemon.socket, wire.frame(wire.REQUEST, {
+        "verb": "add", "containerID": "c", "network": "n", "ifname": "eth0",
+        "netns": str(tmp_path)}))
+    assert json.loads(got[9:])["error"]["code"] == 8, got
+    assert daemon.proc.poll() is None
+    assert b'"leases":0' in _raw_request(daemon.socket, body)
