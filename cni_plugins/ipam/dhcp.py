@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 from .. import netconf
 from ..errors import CNIError, Code
 from ..netconf import Invalid
-from ..skel import CmdArgs, parse_cni_args
+from ..skel import CmdArgs
 from ..types import IPConfig, Result, Route
 from . import _dhcp_options as options
 from . import _dhcp_wire as wire
@@ -120,9 +120,16 @@ def call(conf: Conf, body: dict[str, Any], netns_fd: int = -1,
     return reply.get("result")
 
 
+def cni_args(raw: str) -> dict[str, str]:
+    """CNI_ARGS as Go's dhcp reads them: any KEY=VALUE pairs, no key refused (the
+    fromArg of `provide` may name K8S_POD_NAME or anything else)."""
+    pairs = (item.split("=", 1) for item in raw.split(";") if "=" in item)
+    return {k: v for k, v in pairs}
+
+
 def _request_body(args: CmdArgs, conf: Conf, verb: str) -> dict[str, Any]:
     try:
-        requested, provided = options.prepare(parse_cni_args(args.args), conf.ipam.provide,
+        requested, provided = options.prepare(cni_args(args.args), conf.ipam.provide,
                                               conf.ipam.request)
     except ValueError as e:
         raise CNIError(Code.INVALID_NETWORK_CONFIG, f"invalid config: ipam.{e}") from None

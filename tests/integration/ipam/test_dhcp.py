@@ -291,3 +291,122 @@ def test_hostile_peers(open_daemon, tmp_path):
     assert json.loads(got[9:])["error"]["code"] == 8, got
     assert daemon.proc.poll() is None
     assert b'"leases":0' in _raw_request(daemon.socket, body)
+
+
+# -- options -------------------------------------------------------------------------------
+
+ROUTES_121 = "--dhcp-option=option:classless-static-route,10.99.0.0/16,10.79.0.1,0.0.0.0/0,10.79.0.1"
+
+
+@pytest.mark.parametrize("dnsmasq", [[ROUTES_121, "--dhcp-option=33,192.168.5.0,10.79.0.1"]],
+                         indirect=True)
+def test_classless_routes_and_provided_host_name(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pod = node.pod()
+    conf = mv_conf("1.1.0", daemon.socket, request=[{"option": "121"}],
+                   provide=[{"option": "host-name", "fromArg": "K8S_POD_NAME"}])
+    r = node("macvlan", "ADD", conf, pod, cid="o1", cni_args="K8S_POD_NAME=web-1")
+    assert r.ok, r.raw
+    # RFC 3442: with option 121 the router and option 33 are ignored; its routes alone
+    assert r.out["routes"] == [{"dst": "10.99.0.0/16", "gw": GW}, {"dst": "0.0.0.0/0", "gw": GW}]
+    assert r.out["ips"][0]["gateway"] == GW
+    assert [x.get("gateway") for x in routes(pod) if x["dst"] == "10.99.0.0/16"] == [GW]
+    assert default_via(pod) == GW
+    assert dnsmasq.leases()[client_id_hex("o1", NET)].hostname == "web-1"
+    # without 121 requested (and skipDefault: router and mask asked for explicitly), 33
+    pod2 = node.pod()
+    conf2 = mv_conf("1.1.0", daemon.socket, request=[
+        {"option": "33", "skipDefault": True}, {"option": "routers"}, {"option": "subnet-mask"}],
+        provide=[{"option": "host-name", "value": "fixed"}])
+    r2 = node("macvlan", "ADD", conf2, pod2, cid="o2")
+    assert r2.ok, r2.raw
+    assert r2.out["routes"] == [{"dst": "192.168.5.0/24", "gw": GW}, {"dst": "0.0.0.0/0", "gw": GW}]
+    assert dnsmasq.leases()[client_id_hex("o2", NET)].hostname == "fixed"
+    for cid, p, c in (("o1", pod, conf), ("o2", pod2, conf2)):
+        assert node("macvlan", "DEL", c, p, cid=cid).ok
+
+
+# -- renewal and restarts ------------------------------------------------------------------
+
+T1 = ["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"]
+
+
+@pytest.mark.parametrize("dnsmasq", [T1], indirect=True)
+def test_renewal_at_t1(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pod = node.pod()
+    conf = mv_conf("1.0.0", daemon.socket)
+    assert node("macvlan", "ADD", conf, pod, cid="r1").ok
+    cid = client_id_hex("r1", NET)
+    first = dnsmasq.leases()[cid]
+    obtained = daemon.records()[0]["lease"]["obtained"]
+    assert wait_for(lambda: dnsmasq.leases()[cid].expiry > first.expiry, 12, 0.5), \
+        "dnsmasq saw no renewal"
+    assert dnsmasq.leases()[cid].ip == first.ip
+    assert wait_for(lambda: daemon.records()[0]["lease"]["obtained"] > obtained, 3)
+    assert "DHCPREQUEST(lan1) " + first.ip in dnsmasq.log.read_text()
+    assert node("macvlan", "DEL", conf, pod, cid="r1").ok
+    assert wait_for(lambda: cid not in dnsmasq.leases(), 5)
+
+
+@pytest.mark.parametrize("dnsmasq", [T1], indirect=True)
+def test_daemon_killed_and_restarted_renews_then_releases(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pod = node.pod()
+    conf = mv_conf("1.0.0", daemon.socket)
+    r = node("macvlan", "ADD", conf, pod, cid="k1")
+    assert r.ok, r.raw
+    cid = client_id_hex("k1", NET)
+    first = dnsmasq.leases()[cid]
+    daemon.kill()
+    time.sleep(1.1)                             # dnsmasq's expiry has a 1 s grain
+    daemon.start()
+    assert wait_for(lambda: dnsmasq.leases()[cid].expiry > first.expiry, 12, 0.5)
+    assert dnsmasq.leases()[cid].ip == first.ip
+    assert "restoring lease" in daemon.log.read_text()
+    # CHECK and a repeated ADD see the restored lease
+    assert node("macvlan", "CHECK", dict(conf, prevResult=r.out), pod, cid="k1").ok
+    assert node("macvlan", "DEL", conf, pod, cid="k1").ok
+    assert wait_for(lambda: cid not in dnsmasq.leases(), 5)
+    assert daemon.records() == []
+
+
+def test_daemon_down_past_expiry_reacquires_the_same_address(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pod = node.pod()
+    conf = mv_conf("1.0.0", daemon.socket)
+    assert node("macvlan", "ADD", conf, pod, cid="x1").ok
+    cid = client_id_hex("x1", NET)
+    first = dnsmasq.leases()[cid]
+    daemon.kill()
+    # as if the daemon had been down for longer than the lease
+    (path,) = [os.path.join(daemon.lease_dir, n) for n in os.listdir(daemon.lease_dir)]
+    record = json.load(open(path))
+    record["lease"]["obtained"] -= 3600
+    with open(path, "w") as f:
+        json.dump(record, f)
+    time.sleep(1.1)
+    daemon.start()
+    assert wait_for(lambda: dnsmasq.leases()[cid].expiry > first.expiry, 12, 0.5)
+    assert dnsmasq.leases()[cid].ip == first.ip
+    assert wait_for(lambda: daemon.records()[0]["lease"]["obtained"] > record["lease"]["obtained"])
+    assert node("macvlan", "DEL", conf, pod, cid="x1").ok
+
+
+def test_del_with_the_netns_gone(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pods = [node.pod(), node.pod()]
+    conf = mv_conf("1.0.0", daemon.socket)
+    for i, pod in enumerate(pods):
+        assert node("macvlan", "ADD", conf, pod, cid=f"n{i}").ok
+    # the daemon running: its client still holds the netns, and releases through it
+    pods[0].delete()
+    assert node("macvlan", "DEL", conf, pods[0], cid="n0").ok
+    assert wait_for(lambda: client_id_hex("n0", NET) not in dnsmasq.leases(), 5)
+    # the daemon down while the netns goes: the restarted one forgets the lease
+    daemon.kill()
+    pods[1].delete()
+    daemon.start()
+    assert wait_for(lambda: daemon.records() == [], 5)
+    assert "is gone, forgetting" in daemon.log.read_text()
+    assert node("macvlan", "DEL", conf, pods[1], cid="n1").ok
