@@ -410,3 +410,37 @@ def test_del_with_the_netns_gone(lan_node, dnsmasq, daemon):
     assert wait_for(lambda: daemon.records() == [], 5)
     assert "is gone, forgetting" in daemon.log.read_text()
     assert node("macvlan", "DEL", conf, pods[1], cid="n1").ok
+
+
+# -- systemd socket activation -------------------------------------------------------------
+
+def test_socket_activation_as_the_unit_runs_it(lan_node, dnsmasq, tmp_path):
+    """The daemon of cni-dhcp.service, started by a connection to its socket
+    (systemd-socket-activate stands in for systemd): fd 3, LISTEN_FDS/LISTEN_PID."""
+    import subprocess
+
+    from cni_plugins.install import unit_texts
+    from tests.fixtures.run import base_env, our_executable
+
+    service = unit_texts(our_executable())["cni-dhcp.service"]
+    argv = next(line for line in service.splitlines()
+                if line.startswith("ExecStart=")).split("=", 1)[1].split()
+    path = str(tmp_path / "act.sock")
+    argv[argv.index("-socketpath") + 1] = path
+    argv += ["-leasedir", str(tmp_path / "leases")]
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", path, "--", *argv],
+                            env=base_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: os.path.exists(path), 10)
+        node, _ = lan_node
+        pod = node.pod()
+        conf = mv_conf("1.1.0", path)
+        r = node("macvlan", "ADD", conf, pod, cid="sa")
+        assert r.ok, r.raw
+        assert node("dhcp", "STATUS", conf).ok
+        assert node("macvlan", "DEL", conf, pod, cid="sa").ok
+        assert wait_for(lambda: not dnsmasq.leases(), 5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert os.path.exists(path)         # the socket is systemd's: the daemon leaves it
