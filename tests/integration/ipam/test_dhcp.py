@@ -89,6 +89,7 @@ def test_macvlan_add_check_del(v, lan_node, dnsmasq, daemon):
     lease = dnsmasq.leases()[client_id_hex("ctr1", NET)]
     assert lease.ip == ip
     assert lease.mac == out["interfaces"][0]["mac"]
+    assert "broadcast response" not in dnsmasq.log.read_text()     # Go's default: unicast
 
     if version.has_check(v):
         conf_c = dict(conf, prevResult=out)
@@ -101,6 +102,22 @@ def test_macvlan_add_check_del(v, lan_node, dnsmasq, daemon):
     assert daemon.records() == []
     again = node("macvlan", "DEL", conf, pod, cid="ctr1")
     assert again.ok, again.raw
+
+
+def test_broadcast_replies(lan_node, dnsmasq, tmp_path):
+    """-broadcast (Go's flag): the BOOTP broadcast bit is set, dnsmasq broadcasts its
+    answers, and the lease comes all the same."""
+    d = DhcpDaemon(tmp_path, "-broadcast").start()
+    try:
+        node, _ = lan_node
+        pod = node.pod()
+        conf = mv_conf("1.1.0", d.socket)
+        r = node("macvlan", "ADD", conf, pod, cid="b1")
+        assert r.ok, r.raw
+        assert "broadcast response" in dnsmasq.log.read_text()
+        assert node("macvlan", "DEL", conf, pod, cid="b1").ok
+    finally:
+        d.stop()
 
 
 def test_two_pods_distinct_leases_and_repeated_add_reuses(lan_node, dnsmasq, daemon):
@@ -444,3 +461,40 @@ def test_socket_activation_as_the_unit_runs_it(lan_node, dnsmasq, tmp_path):
         proc.terminate()
         proc.wait(10)
     assert os.path.exists(path)         # the socket is systemd's: the daemon leaves it
+
+
+# -- ipvlan (guest only: this kernel cannot make ipvlan links) -----------------------------
+
+@pytest.mark.kernel("ipvlan")
+def test_ipvlan_pods_share_a_mac_and_get_their_own_leases(make_node, tmp_path):
+    """ipvlan children share the master's MAC: the client id tells dnsmasq which is which,
+    and replies must be broadcast (-broadcast), since ipvlan hands a slave only the unicast
+    frames of addresses it already holds."""
+    node = make_node(mode="inproc")
+    lan = node.lan("10.79.0.1/24")
+    srv = Dnsmasq(lan, tmp_path, extra=T1).start()
+    d = DhcpDaemon(tmp_path, "-broadcast").start()
+    try:
+        pods = [node.pod(), node.pod()]
+        conf = {"cniVersion": "1.1.0", "name": NET, "type": "ipvlan", "master": "mst0",
+                "ipam": {"type": "dhcp", "daemonSocketPath": d.socket}}
+        outs = []
+        for i, pod in enumerate(pods):
+            r = node("ipvlan", "ADD", conf, pod, cid=f"iv{i}")
+            assert r.ok, r.raw
+            outs.append(r.out)
+            assert default_via(pod) == GW
+        ips = {address_of(o).split("/")[0] for o in outs}
+        assert len(ips) == 2 and all(in_range(ip) for ip in ips)
+        leases = srv.leases()
+        assert {leases[client_id_hex(f"iv{i}", NET)].ip for i in range(2)} == ips
+        assert len({lease.mac for lease in leases.values()}) == 1       # one MAC for both
+        cid = client_id_hex("iv0", NET)
+        first = leases[cid].expiry
+        assert wait_for(lambda: srv.leases()[cid].expiry > first, 12, 0.5), "no renewal"
+        for i, pod in enumerate(pods):
+            assert node("ipvlan", "DEL", conf, pod, cid=f"iv{i}").ok
+        assert wait_for(lambda: not srv.leases(), 5)
+    finally:
+        d.stop()
+        srv.stop()
