@@ -145,7 +145,8 @@ def _meta(req: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(provide, dict) or len(provide) > 255:
         raise ValueError("provide: must be an object {code: hex value}")
     for k, v in provide.items():
-        if not (k.isdigit() and 0 < int(k) < 255) or not isinstance(v, str) or len(v) > 510:
+        if (not (k.isdigit() and int(k) not in options.CLIENT_OWN and int(k) < 255)
+                or not isinstance(v, str) or len(v) > 510):
             raise ValueError("provide: must be an object {code: hex value}")
         bytes.fromhex(v)
     out["provide"] = provide
@@ -196,12 +197,18 @@ class Attachment:
         return self._thread is not None and not self.done.is_set()
 
     def stop(self, release: bool) -> None:
+        self.request_stop(release)
+        self.join()
+
+    def request_stop(self, release: bool) -> None:
         with self._lock:
             self._stop_wanted = release
             if self._loop is not None and self._stop is not None:
                 self._loop.call_soon_threadsafe(self._stop.set)
+
+    def join(self, timeout: float = STOP_TIMEOUT) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(STOP_TIMEOUT)
+            self._thread.join(timeout)
 
     # -- the thread ---------------------------------------------------------------------
 
@@ -280,7 +287,11 @@ class Attachment:
             self.failed = "DHCP option Subnet Mask not found in DHCPACK"
             self.ready.set()
             return
-        self.info = {"address": f"{lease.ip}/{options.prefixlen(opts['subnet_mask'])}",
+        address = f"{lease.ip}/{options.prefixlen(opts['subnet_mask'])}"
+        if self.info is not None and self.info["address"] != address:
+            LOG.warning("%s: the server moved the lease from %s to %s (the pod keeps the "
+                        "address it was given)", self.key, self.info["address"], address)
+        self.info = {"address": address,
                      "gateway": options.gateway(opts), "routes": options.routes(opts),
                      "expires": lease.obtained + int(opts.get("lease_time", 0))}
         self.acks += 1
@@ -399,7 +410,13 @@ class Daemon:
         for record in self.store.load_all():
             meta = _meta(record)
             att = Attachment(self, meta, stored=record.get("lease"))
-            ns = NetNS.open_if_exists(self.hostprefix + meta["netns"]) if meta["netns"] else None
+            try:
+                ns = (NetNS.open_if_exists(self.hostprefix + meta["netns"])
+                      if meta["netns"] else None)
+            except CNIError as e:
+                LOG.warning("%s: cannot open netns %s (%s), keeping its lease on disk",
+                            att.key, meta["netns"], e)
+                continue
             if ns is None:
                 LOG.info("%s: netns %s is gone, forgetting its lease", att.key, meta["netns"])
                 self.store.remove(att.key)
@@ -492,7 +509,10 @@ class Daemon:
             leases = list(self.leases.values())
             self.leases.clear()
         for att in leases:
-            att.stop(release=False)
+            att.request_stop(release=False)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for att in leases:
+            att.join(max(0.0, deadline - time.monotonic()))
 
     # -- the socket ---------------------------------------------------------------------
 

@@ -22,6 +22,9 @@ CLIENT_ID, CLASSLESS_STATIC_ROUTE = 61, 121
 NAMES = {"dhcp-client-identifier": CLIENT_ID, "subnet-mask": SUBNET_MASK, "routers": ROUTER,
          "host-name": HOST_NAME, "user-class": 77, "vendor-class-identifier": 60}
 DEFAULT_REQUEST = (ROUTER, SUBNET_MASK)         # Go's requestOptionsDefault
+# what the client itself sends: pad, requested address, message type, server id, the
+# parameter list, end; a `provide` of one of them would make a second, conflicting copy
+CLIENT_OWN = frozenset({0, 50, 53, 54, 55, 255})
 MAX_VALUE = 255
 
 
@@ -43,6 +46,9 @@ def prepare(cni_args: dict[str, str], provide: Iterable[Any],
     provided: dict[int, bytes] = {}
     for i, opt in enumerate(provide):
         code = parse_name(opt.option)
+        if code in CLIENT_OWN:
+            raise ValueError(f"provide[{i}].option: {opt.option!r} is set by the DHCP client "
+                             "itself")
         if opt.value:
             if len(opt.value.encode()) > MAX_VALUE:
                 raise ValueError(f"provide[{i}]: value too long for option {opt.option!r}")

@@ -20,7 +20,7 @@ from typing import Any
 DEFAULT_SOCKET = "/run/cni/dhcp.sock"
 REQUEST = b"DHCQ1"
 REPLY = b"DHCR1"
-MAX_REQUEST = 64 << 10           # a request is a few hundred bytes; valid-attachments can grow
+MAX_REQUEST = 1 << 20            # a request is a few hundred bytes; a GC's valid list can grow
 MAX_REPLY = 1 << 20
 
 

@@ -34,6 +34,8 @@ def test_prepare_as_go():
     assert prov == {12: b"web", 60: b"vendor"}          # fromArg wins, as in Go
     with pytest.raises(ValueError, match="too long"):
         options.prepare({}, [NS(option="12", value="x" * 256, from_arg="")], [])
+    with pytest.raises(ValueError, match="set by the DHCP client itself"):
+        options.prepare({}, [NS(option="53", value="x", from_arg="")], [])
 
 
 def test_classless_routes_rfc3442():
@@ -93,6 +95,7 @@ def test_wire_roundtrip_and_limits():
     {"containerID": "c", "network": "n", "ifname": "eth0", "request": [True]},
     {"containerID": "c", "network": "n", "ifname": "eth0", "provide": {"12": "zz"}},
     {"containerID": "c", "network": "n", "ifname": "eth0", "provide": {"x": "00"}},
+    {"containerID": "c", "network": "n", "ifname": "eth0", "provide": {"53": "01"}},
     {"containerID": "c" * 2000, "network": "n", "ifname": "eth0"},
 ])
 def test_request_validation(req):

@@ -194,6 +194,7 @@ def test_gc_releases_what_is_not_valid_and_status(lan_node, dnsmasq, daemon):
     ({"request": "routers"}, "ipam.request"),
     ({"daemonSocketPath": 5}, "ipam.daemonSocketPath"),
     ({"provide": [{"option": "host-name", "value": "x" * 300}]}, "too long"),
+    ({"provide": [{"option": "55", "value": "x"}]}, "set by the DHCP client itself"),
 ])
 def test_bad_config(ipam, word, tmp_path):
     conf = {"cniVersion": "1.0.0", "name": NET, "type": "dhcp",
