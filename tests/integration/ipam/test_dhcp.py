@@ -499,3 +499,47 @@ def test_ipvlan_pods_share_a_mac_and_get_their_own_leases(make_node, tmp_path):
     finally:
         d.stop()
         srv.stop()
+
+
+# -- Go's dhcp as the oracle ---------------------------------------------------------------
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("v", ("0.3.1", "1.0.0"))
+def test_same_result_and_client_id_as_go(v, lan_node, dnsmasq, daemon, tmp_path):
+    """Go's macvlan + dhcp with Go's own daemon, then ours: the same result but for the
+    address, and dnsmasq sees the same client id for the same attachment."""
+    import subprocess
+
+    from tests.fixtures.run import GO_DIR, Runner
+
+    node, _ = lan_node
+    go_sock = str(tmp_path / "go" / "dhcp.sock")
+    go = subprocess.Popen([f"{GO_DIR}/dhcp", "daemon", "-socketpath", go_sock],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: os.path.exists(go_sock), 10)
+        go_pod, our_pod = node.pod(), node.pod()
+        go_conf = mv_conf(v, go_sock)
+        g = Runner(GO_DIR)("macvlan", "ADD", go_conf, netns=go_pod.path, container_id="same",
+                           path=GO_DIR, host=node.host)
+        assert g.ok, g.raw + g.stderr
+        go_lease = dnsmasq.leases()[client_id_hex("same", NET)]
+        assert Runner(GO_DIR)("macvlan", "DEL", go_conf, netns=go_pod.path,
+                              container_id="same", path=GO_DIR, host=node.host).ok
+    finally:
+        go.terminate()
+        go.wait(10)
+    r = node("macvlan", "ADD", mv_conf(v, daemon.socket), our_pod, cid="same")
+    assert r.ok, r.raw
+    assert dnsmasq.leases()[client_id_hex("same", NET)].client_id == go_lease.client_id
+
+    def shape(out: dict) -> dict:
+        out = json.loads(json.dumps(out))
+        for ip in out["ips"]:
+            ip["address"] = "X/" + ip["address"].split("/")[1]
+        for i in out["interfaces"]:
+            i["mac"], i["sandbox"] = "M", "S"
+        return out
+
+    assert shape(r.out) == shape(g.out)
+    assert node("macvlan", "DEL", mv_conf(v, daemon.socket), our_pod, cid="same").ok
