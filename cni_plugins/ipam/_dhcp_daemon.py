@@ -293,7 +293,7 @@ class Attachment:
                         "address it was given)", self.key, self.info["address"], address)
         self.info = {"address": address,
                      "gateway": options.gateway(opts), "routes": options.routes(opts),
-                     "expires": lease.obtained + int(opts.get("lease_time", 0))}
+                     "expires": _expiry(lease.obtained, opts.get("lease_time", -1))}
         self.acks += 1
         ack = {k: v for k, v in lease.ack.items()}
         ack["options"] = {k: v for k, v in opts.items() if k != "client_id"}
@@ -307,6 +307,11 @@ class Attachment:
         LOG.info("%s: lease %s (ack %d, lease time %ss)", self.key, self.info["address"],
                  self.acks, opts.get("lease_time"))
         self.ready.set()
+
+
+def _expiry(obtained: float, lease_time: Any) -> float:
+    """When the lease ends; 0 for an infinite one (lease time 0xffffffff, read signed)."""
+    return 0.0 if not isinstance(lease_time, int) or lease_time < 0 else obtained + lease_time
 
 
 _CLIENT: type | None = None
@@ -478,8 +483,12 @@ class Daemon:
         meta = _meta(req)
         key = client_id(meta["containerID"], meta["network"], meta["ifname"])
         att = self.leases.get(key)
+        if att is not None and att.alive() and att.info is None:
+            att.ready.wait(self.timeout)        # restored, its INIT-REBOOT not answered yet
         if att is None or not att.alive() or att.info is None:
             raise CNIError(Code.INTERNAL, f"failed to find a live DHCP lease for {key}")
+        if att.info["expires"] and att.info["expires"] < time.time():
+            raise CNIError(Code.INTERNAL, f"the DHCP lease of {key} expired unrenewed")
         return att.info
 
     def gc(self, req: dict[str, Any]) -> None:

@@ -63,6 +63,11 @@ def daemon(tmp_path):
     d.stop()
 
 
+def expiry(srv: Dnsmasq, cid: str) -> int:
+    lease = srv.leases().get(cid)
+    return lease.expiry if lease else 0
+
+
 def default_via(pod) -> str | None:
     for r in routes(pod):
         if r.get("dst") == "default":
@@ -358,7 +363,7 @@ def test_renewal_at_t1(lan_node, dnsmasq, daemon):
     cid = client_id_hex("r1", NET)
     first = dnsmasq.leases()[cid]
     obtained = daemon.records()[0]["lease"]["obtained"]
-    assert wait_for(lambda: dnsmasq.leases()[cid].expiry > first.expiry, 12, 0.5), \
+    assert wait_for(lambda: expiry(dnsmasq, cid) > first.expiry, 12, 0.5), \
         "dnsmasq saw no renewal"
     assert dnsmasq.leases()[cid].ip == first.ip
     assert wait_for(lambda: daemon.records()[0]["lease"]["obtained"] > obtained, 3)
@@ -379,7 +384,7 @@ def test_daemon_killed_and_restarted_renews_then_releases(lan_node, dnsmasq, dae
     daemon.kill()
     time.sleep(1.1)                             # dnsmasq's expiry has a 1 s grain
     daemon.start()
-    assert wait_for(lambda: dnsmasq.leases()[cid].expiry > first.expiry, 12, 0.5)
+    assert wait_for(lambda: expiry(dnsmasq, cid) > first.expiry, 12, 0.5)
     assert dnsmasq.leases()[cid].ip == first.ip
     assert "restoring lease" in daemon.log.read_text()
     # CHECK and a repeated ADD see the restored lease
@@ -405,7 +410,7 @@ def test_daemon_down_past_expiry_reacquires_the_same_address(lan_node, dnsmasq, 
         json.dump(record, f)
     time.sleep(1.1)
     daemon.start()
-    assert wait_for(lambda: dnsmasq.leases()[cid].expiry > first.expiry, 12, 0.5)
+    assert wait_for(lambda: expiry(dnsmasq, cid) > first.expiry, 12, 0.5)
     assert dnsmasq.leases()[cid].ip == first.ip
     assert wait_for(lambda: daemon.records()[0]["lease"]["obtained"] > record["lease"]["obtained"])
     assert node("macvlan", "DEL", conf, pod, cid="x1").ok
@@ -492,7 +497,7 @@ def test_ipvlan_pods_share_a_mac_and_get_their_own_leases(make_node, tmp_path):
         assert len({lease.mac for lease in leases.values()}) == 1       # one MAC for both
         cid = client_id_hex("iv0", NET)
         first = leases[cid].expiry
-        assert wait_for(lambda: srv.leases()[cid].expiry > first, 12, 0.5), "no renewal"
+        assert wait_for(lambda: expiry(srv, cid) > first, 12, 0.5), "no renewal"
         for i, pod in enumerate(pods):
             assert node("ipvlan", "DEL", conf, pod, cid=f"iv{i}").ok
         assert wait_for(lambda: not srv.leases(), 5)
