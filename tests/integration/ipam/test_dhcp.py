@@ -548,3 +548,66 @@ def test_same_result_and_client_id_as_go(v, lan_node, dnsmasq, daemon, tmp_path)
 
     assert shape(r.out) == shape(g.out)
     assert node("macvlan", "DEL", mv_conf(v, daemon.socket), our_pod, cid="same").ok
+
+
+# -- more of the daemon's life ---------------------------------------------------------------
+
+def test_parallel_adds(lan_node, dnsmasq, daemon):
+    node, _ = lan_node
+    pods = [node.pod() for _ in range(6)]
+    conf = mv_conf("1.1.0", daemon.socket)
+    replies = node.parallel([("macvlan", "ADD", conf, p, f"p{i}") for i, p in enumerate(pods)])
+    assert all(r.ok for r in replies), [r.raw for r in replies if not r.ok]
+    assert len({address_of(r.out) for r in replies}) == 6
+    assert len(dnsmasq.leases()) == 6
+    replies = node.parallel([("macvlan", "DEL", conf, p, f"p{i}") for i, p in enumerate(pods)])
+    assert all(r.ok for r in replies)
+    assert wait_for(lambda: not dnsmasq.leases(), 5)
+
+
+def test_sigterm_keeps_the_leases_and_the_pidfile_goes(lan_node, dnsmasq, tmp_path):
+    pidfile = str(tmp_path / "dhcp.pid")
+    d = DhcpDaemon(tmp_path, "-pidfile", pidfile).start()
+    try:
+        assert open(pidfile).read() == str(d.proc.pid)
+        node, _ = lan_node
+        pod = node.pod()
+        conf = mv_conf("1.0.0", d.socket)
+        r = node("macvlan", "ADD", conf, pod, cid="t1")
+        assert r.ok, r.raw
+        assert d.kill(15) == 0
+        assert not os.path.exists(pidfile) and not os.path.exists(d.socket)
+        cid = client_id_hex("t1", NET)
+        assert cid in dnsmasq.leases()                  # no DHCPRELEASE on the way out
+        assert [rec["containerID"] for rec in d.records()] == ["t1"]
+        d.start()
+        again = node("dhcp", "ADD", conf, pod, cid="t1")
+        assert again.ok and address_of(again.out) == address_of(r.out), again.raw
+        assert node("macvlan", "DEL", conf, pod, cid="t1").ok
+        assert wait_for(lambda: cid not in dnsmasq.leases(), 5)
+    finally:
+        d.stop()
+
+
+def test_no_server_answers(lan_node, tmp_path):
+    """No dnsmasq: ADD fails after -resendtimeout, and the daemon keeps nothing."""
+    d = DhcpDaemon(tmp_path, "-resendtimeout", "3s").start()
+    try:
+        node, _ = lan_node
+        pod = node.pod()
+        conf = mv_conf("1.1.0", d.socket)
+        t = time.monotonic()
+        r = node("macvlan", "ADD", conf, pod, cid="q")
+        assert not r.ok and "no answer from a DHCP server within 3s" in r.out["msg"], r.raw
+        assert time.monotonic() - t < 30
+        assert d.records() == []
+        assert b'"leases":0' in _raw_request(d.socket, _status_frame())
+        assert "eth0" not in {x["ifname"] for x in pod.ip_json("link", "show")}   # rolled back
+    finally:
+        d.stop()
+
+
+def _status_frame() -> bytes:
+    from cni_plugins.ipam import _dhcp_wire as wire
+
+    return wire.frame(wire.REQUEST, {"verb": "status"})
