@@ -669,7 +669,10 @@ def _listener(path: str) -> tuple[socket.socket, bool]:
         if listening(path):
             raise SystemExit(f"cni-plugins dhcp daemon: a daemon already listens on {path}")
         os.unlink(path)
-    return _bind(path), True
+    try:
+        return _bind(path), True
+    except OSError as e:
+        raise SystemExit(f"cni-plugins dhcp daemon: failed to listen on {path}: {e}") from None
 
 
 def main(argv: list[str], log: Callable[[str], None] | None = None) -> int:

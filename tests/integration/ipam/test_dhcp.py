@@ -611,3 +611,63 @@ def _status_frame() -> bytes:
     from cni_plugins.ipam import _dhcp_wire as wire
 
     return wire.frame(wire.REQUEST, {"verb": "status"})
+
+
+def test_hostprefix(lan_node, dnsmasq, tmp_path):
+    """-hostprefix (a daemon in a container seeing the host's root under a prefix): the
+    socket is made under it, and a restarted daemon opens the pods' netns under it."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    prefix = Path(tempfile.mkdtemp(prefix="cnitest-hp-", dir="/tmp"))
+    d = DhcpDaemon(tmp_path, "-hostprefix", str(prefix))
+    d.socket = str(prefix / "d.sock")
+    node, _ = lan_node
+    pod = node.pod()
+    mnt = prefix / pod.path.lstrip("/")
+    mnt.parent.mkdir(parents=True)
+    mnt.touch()
+    subprocess.run(["mount", "--bind", pod.path, str(mnt)], check=True)
+    try:
+        _start_with(d, ["-socketpath", "/d.sock"])
+        conf = mv_conf("1.0.0", d.socket)
+        r = node("macvlan", "ADD", conf, pod, cid="hp")
+        assert r.ok, r.raw
+        first = dnsmasq.leases()[client_id_hex("hp", NET)]
+        d.kill()
+        time.sleep(1.1)
+        _start_with(d, ["-socketpath", "/d.sock"])
+        assert wait_for(lambda: expiry(dnsmasq, client_id_hex("hp", NET)) > first.expiry, 12, 0.5)
+        assert f"restoring lease of {pod.path}" in d.log.read_text()
+        assert node("macvlan", "DEL", conf, pod, cid="hp").ok
+    finally:
+        d.stop()
+        subprocess.run(["umount", str(mnt)], check=False)
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def test_socket_path_too_long_is_a_message(tmp_path):
+    import subprocess
+
+    from tests.fixtures.run import base_env, our_executable
+
+    p = subprocess.run([our_executable(), "dhcp", "daemon", "-socketpath",
+                        str(tmp_path / ("x" * 120) / "d.sock"), "-leasedir", str(tmp_path / "l")],
+                       capture_output=True, text=True, env=base_env(), timeout=30)
+    assert p.returncode == 1 and "failed to listen on" in p.stderr and "Traceback" not in p.stderr
+
+
+def _start_with(d: DhcpDaemon, socket_args: list[str]) -> None:
+    """DhcpDaemon.start, with the -socketpath given relative to the host prefix."""
+    import subprocess
+
+    from tests.fixtures.run import base_env, our_executable
+
+    logf = open(d.log, "ab")
+    d.proc = subprocess.Popen([our_executable(), "dhcp", "daemon", *socket_args,
+                               "-leasedir", d.lease_dir, "-timeout", "3s", *d.extra],
+                              stdout=logf, stderr=logf, env=base_env())
+    logf.close()
+    assert wait_for(lambda: os.path.exists(d.socket), 60), d.log.read_text()
