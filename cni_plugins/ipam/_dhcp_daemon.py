@@ -35,7 +35,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import CNIError, Code
 from ..net.netns import CLONE_NEWNET, NS_GET_NSTYPE, NetNS
@@ -174,9 +174,6 @@ class Attachment:
         self._stop: asyncio.Event | None = None
         self._stop_wanted: bool | None = None     # None: run; else: release on the way out
         self._thread: threading.Thread | None = None
-
-    def label(self) -> str:
-        return self.key
 
     def start(self, ns: NetNS) -> None:
         self._thread = threading.Thread(target=self._run, args=(ns,), daemon=True,
@@ -651,7 +648,8 @@ USAGE = """usage: cni-plugins dhcp daemon [flags]
   -pidfile PATH        write the daemon's pid there (absolute)
   -hostprefix PATH     prefix of the host's root (netns and socket paths), in a container
   -broadcast           ask the servers for broadcast replies
-  -timeout D           a request's wait for its answer (default 10s)
+  -timeout D           how long a REQUEST may go unanswered before the client starts over
+                       with a DISCOVER (default 10s)
   -resendmax D         the longest pause between two resends (default 62s)
   -resendtimeout D     how long an ADD waits for a lease (default 60s)
   -leasedir PATH       where the leases are kept across restarts (default /var/lib/cni/dhcp)
@@ -675,7 +673,7 @@ def _listener(path: str) -> tuple[socket.socket, bool]:
         raise SystemExit(f"cni-plugins dhcp daemon: failed to listen on {path}: {e}") from None
 
 
-def main(argv: list[str], log: Callable[[str], None] | None = None) -> int:
+def main(argv: list[str]) -> int:
     try:
         flags = parse_flags(argv)
     except ValueError as e:

@@ -671,3 +671,22 @@ def _start_with(d: DhcpDaemon, socket_args: list[str]) -> None:
                               stdout=logf, stderr=logf, env=base_env())
     logf.close()
     assert wait_for(lambda: os.path.exists(d.socket), 60), d.log.read_text()
+
+
+@pytest.mark.parametrize("dnsmasq", [["--dhcp-option=option:T1,2", "--dhcp-option=option:T2,5"]],
+                         indirect=True)
+def test_rebinding_at_t2_when_the_server_was_away(lan_node, dnsmasq, daemon):
+    """The server gone past T1 (renewals unanswered) and back after T2: the broadcast
+    REQUEST of REBINDING gets the lease renewed, same address."""
+    node, _ = lan_node
+    pod = node.pod()
+    conf = mv_conf("1.0.0", daemon.socket)
+    assert node("macvlan", "ADD", conf, pod, cid="rb").ok
+    cid = client_id_hex("rb", NET)
+    first = dnsmasq.leases()[cid]
+    dnsmasq.stop()
+    assert wait_for(lambda: "rebinding lease" in daemon.log.read_text(), 12, 0.5)
+    dnsmasq.start(keep_leases=True)
+    assert wait_for(lambda: expiry(dnsmasq, cid) > first.expiry, 40, 0.5), "never rebound"
+    assert dnsmasq.leases()[cid].ip == first.ip
+    assert node("macvlan", "DEL", conf, pod, cid="rb").ok
