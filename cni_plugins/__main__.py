@@ -6,6 +6,7 @@
     cni-plugins install --dir DIR         one symlink per type (see install.py)
     cni-plugins cnitool ARGS              cnitool (also by a link named cnitool: --cnitool PATH)
     cni-plugins serve [--status]          the resident server the plugins hand work to
+    cni-plugins dhcp daemon [-flags]      the dhcp plugin's lease daemon (also: dhcp daemon)
     cni-plugins validate PATH...          check configs offline, as libcni would load them
     cni-plugins schema TYPE               the JSON Schema of plugin TYPE's config
 
@@ -30,14 +31,23 @@ def usage() -> str:
             "       cni-plugins cnitool ...       cnitool (also through a link named cnitool)\n"
             "       cni-plugins validate PATH...  check .conflist/.conf/.json files or dirs offline\n"
             "       cni-plugins schema TYPE       the JSON Schema of plugin TYPE's config\n"
+            "       cni-plugins dhcp daemon ...   the dhcp plugin's lease daemon\n"
             "       or call through a symlink named after the plugin type\n\n"
             "plugin types:\n" + "".join(f"  {n}\n" for n in plugins.names()))
+
+
+def dhcp_daemon(argv: list[str]) -> None:
+    from .ipam import _dhcp_daemon
+
+    sys.exit(_dhcp_daemon.main(argv))
 
 
 def main() -> None:
     from . import plugins, skel
 
     name = os.path.basename(sys.argv[0])
+    if name == "dhcp" and sys.argv[1:2] == ["daemon"]:          # as Go's: dhcp daemon -flags
+        dhcp_daemon(sys.argv[2:])
     if name in plugins.REGISTRY:
         skel.main(name, executable())
     args = sys.argv[1:]
@@ -62,6 +72,8 @@ def main() -> None:
 
         serve.main(args[1:], executable())
         sys.exit(0)
+    if args[:2] == ["dhcp", "daemon"]:
+        dhcp_daemon(args[2:])
     if args[0] in plugins.REGISTRY:
         skel.main(args[0], executable())
     sys.stderr.write(f"cni-plugins: unknown plugin type {args[0]!r}\n\n{usage()}")

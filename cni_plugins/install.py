@@ -10,7 +10,9 @@ link, PATH (e.g. /usr/local/bin/cnitool), to this executable, which runs cnitool
 by that name.
 
 --service also installs the server's systemd units (socket-activated: the first plugin exec
-starts `cni-plugins serve`) and enables them; where systemd is not PID 1 it says so and
+starts `cni-plugins serve`) and the dhcp daemon's (cni-dhcp.socket on /run/cni/dhcp.sock, as
+Go's units; cni-dhcp.service also starts at boot, to renew the leases it kept) and enables
+them; where systemd is not PID 1 it says so and
 installs the links only. --root DIR writes and enables the units in an image root instead
 (`systemctl --root`, nothing started). --uninstall --service disables and removes them.
 """
@@ -25,9 +27,14 @@ import click
 from . import plugins
 from .exe import executable
 from .invoke import shim_of
+from .ipam._dhcp_wire import DEFAULT_SOCKET as DHCP_SOCKET
 from .serve import DEFAULT_SOCKET
 
-UNITS = ("cni-plugins.socket", "cni-plugins.service")
+DHCP_UNITS = ("cni-dhcp.socket", "cni-dhcp.service")
+UNITS = (*DHCP_UNITS, "cni-plugins.socket", "cni-plugins.service")
+# enabled: the server's socket; the dhcp daemon's socket and its service, which starts at
+# boot to renew the leases it kept on disk (activation alone would wait for a plugin call)
+ENABLED = ("cni-dhcp.socket", "cni-dhcp.service", "cni-plugins.socket")
 UNIT_DIR = "/etc/systemd/system"
 MARK = "# Installed by `cni-plugins install --service`"
 
@@ -118,9 +125,46 @@ def listing(directory: str, target: str,
 
 
 def unit_texts(exe: str) -> dict[str, str]:
-    """The server's socket and service units for the executable `exe`."""
+    """The dhcp daemon's and the server's socket and service units for `exe`."""
     run_dir = os.path.dirname(DEFAULT_SOCKET)
     return {
+        "cni-dhcp.socket": f"""{MARK}
+# Socket activation for cni-dhcp.service, the dhcp IPAM plugin's lease daemon.
+[Unit]
+Description=cni-plugins dhcp daemon socket
+PartOf=cni-dhcp.service
+
+[Socket]
+ListenStream={DHCP_SOCKET}
+SocketMode=0600
+SocketUser=root
+DirectoryMode=0700
+Accept=no
+
+[Install]
+WantedBy=sockets.target
+""",
+        "cni-dhcp.service": f"""{MARK}
+# The dhcp IPAM plugin's lease daemon: holds, renews and releases the pods' DHCP leases.
+# Its leases are kept in /var/lib/cni/dhcp: restarted, it renews every one still in use.
+[Unit]
+Description=cni-plugins dhcp daemon (leases of the dhcp IPAM plugin)
+Requires=cni-dhcp.socket
+After=cni-dhcp.socket network.target
+
+[Service]
+Type=simple
+ExecStart={exe} dhcp daemon -socketpath {DHCP_SOCKET}
+# SIGTERM: the clients stop without releasing; the leases outlive the daemon.
+Restart=on-failure
+RestartSec=1
+StateDirectory=cni/dhcp
+StateDirectoryMode=0700
+User=root
+
+[Install]
+WantedBy=multi-user.target
+""",
         "cni-plugins.socket": f"""{MARK}
 # Socket activation for cni-plugins.service: the first plugin exec starts the server.
 # Shims that arrive before it is up are queued by the kernel, not refused.
@@ -196,10 +240,10 @@ def install_service(exe: str, root: str | None) -> list[str]:
         os.replace(tmp, path)
         paths.append(path)
     if root:
-        _systemctl(f"--root={root}", "enable", "cni-plugins.socket")
+        _systemctl(f"--root={root}", "enable", *ENABLED)
     else:
         _systemctl("daemon-reload")
-        _systemctl("enable", "--now", "cni-plugins.socket")
+        _systemctl("enable", "--now", *ENABLED)
     return paths
 
 
@@ -208,10 +252,11 @@ def uninstall_service(root: str | None) -> list[str]:
     ours = [p for u in UNITS if _our_unit(p := os.path.join(unit_dir, u))]
     if not ours:
         return []
+    names = [os.path.basename(p) for p in ours]      # units of an older install may be absent
     if root:
-        _systemctl(f"--root={root}", "disable", *UNITS)
+        _systemctl(f"--root={root}", "disable", *names)
     else:
-        _systemctl("disable", "--now", *UNITS)
+        _systemctl("disable", "--now", *names)
     for path in ours:
         os.unlink(path)
     if not root:

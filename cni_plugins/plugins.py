@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "educative": "cni_plugins.meta.educative",
     "host-local": "cni_plugins.ipam.host_local",
     "static": "cni_plugins.ipam.static",
+    "dhcp": "cni_plugins.ipam.dhcp",
     "tuning": "cni_plugins.meta.tuning",
     "host-device": "cni_plugins.main.host_device",
     "tap": "cni_plugins.main.tap",
