@@ -12,8 +12,9 @@ so both are decoded here.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Iterable
+
+from netaddr import IPAddress, IPNetwork
 
 SUBNET_MASK, ROUTER, HOST_NAME, STATIC_ROUTE = 1, 3, 12, 33
 CLIENT_ID, CLASSLESS_STATIC_ROUTE = 61, 121
@@ -93,13 +94,13 @@ def classless_routes(value: Any) -> list[tuple[str, str]]:
             break
         dst = bytes(data[i + 1:i + 1 + n]) + bytes(4 - n)
         gw = data[i + 1 + n:i + 5 + n]
-        net = ipaddress.IPv4Network((dst, width), strict=False)
-        out.append((str(net), str(ipaddress.IPv4Address(gw))))
+        net = IPNetwork((int.from_bytes(dst, "big"), width)).cidr
+        out.append((str(net), str(IPAddress(int.from_bytes(gw, "big")))))
         i += 5 + n
     return out
 
 
-def _classful(ip: ipaddress.IPv4Address) -> int:
+def _classful(ip: IPAddress) -> int:
     first = int(ip) >> 24
     return 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
 
@@ -109,9 +110,9 @@ def static_routes(value: Any) -> list[tuple[str, str]]:
     classfulSubnet)."""
     data, out = _raw(value), []
     for i in range(0, len(data) - len(data) % 8, 8):
-        dst = ipaddress.IPv4Address(data[i:i + 4])
-        net = ipaddress.IPv4Network((int(dst), _classful(dst)), strict=False)
-        out.append((str(net), str(ipaddress.IPv4Address(data[i + 4:i + 8]))))
+        dst = IPAddress(int.from_bytes(data[i:i + 4], "big"))
+        net = IPNetwork((int(dst), _classful(dst))).cidr
+        out.append((str(net), str(IPAddress(int.from_bytes(data[i + 4:i + 8], "big")))))
     return out
 
 
@@ -134,4 +135,7 @@ def gateway(options: dict[str, Any]) -> str:
 
 
 def prefixlen(mask: str) -> int:
-    return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    ip = IPAddress(mask, 4)
+    if not ip.is_netmask():
+        raise ValueError(f"{mask} is not a netmask")
+    return ip.netmask_bits()

@@ -23,10 +23,10 @@ versions, refused with code 2), "iptablesAdminChainName" (default CNI-ADMIN),
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 
+from netaddr import AddrFormatError, IPNetwork
 from pydantic import Field, field_validator
 
 from .. import netconf
@@ -104,8 +104,8 @@ def addresses(result: Result, strict: bool = True) -> list[str]:
     out = []
     for i, ip in enumerate(result.ips):
         try:
-            ipaddress.ip_interface(ip.address)
-        except ValueError:
+            IPNetwork(ip.address)
+        except (AddrFormatError, ValueError, TypeError):
             if not strict:
                 continue
             raise CNIError(Code.INVALID_NETWORK_CONFIG,
