@@ -9,6 +9,8 @@
 #   golang-go and golang-github-appc-cni-dev (the Go libcni's source): the libcni interop
 #   tests build a small Go libcni driver from them as their oracle (tests/fixtures/go_libcni.py).
 #   systemd (its systemd-socket-activate starts the server as the installed units do);
+#   dbus and firewalld: the firewall plugin's firewalld backend is tested against a real
+#   firewalld on a private bus (tests/fixtures/firewalld.py; nothing on the host is started).
 #   podman, runc, containerd: the real-runtime tests (tests/e2e/test_podman.py,
 #   test_containerd.py; they also install them themselves when missing).
 #   .venv: the project in editable mode with its test and build extras, and .venv/bin/cni-shim
@@ -19,7 +21,8 @@ cd "$(dirname "$0")/.."
 APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv gcc libc6-dev
           iputils-ping curl netcat-openbsd conntrack
           qemu-system-x86 busybox-static cpio kmod xz-utils linux-image-amd64
-          golang-go golang-github-appc-cni-dev podman runc containerd systemd"
+          golang-go golang-github-appc-cni-dev podman runc containerd systemd
+          dbus firewalld"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
