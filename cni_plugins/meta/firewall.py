@@ -1,9 +1,10 @@
 """firewall (chained): let a pod's traffic through the host's forward path.
 
 ADD   prevResult required -> per address of prevResult: traffic from it, and replies to
-      it, accepted in the forward path (backend `iptables`, the default: Go's chains in
-      ip/ip6 filter, net/firewall/forward.py; `nftables`: table inet
-      cni_plugins_firewall, net/firewall/forward_nft.py); with ingressPolicy
+      it, accepted in the forward path (backend `iptables`, the default without
+      firewalld: Go's chains in ip/ip6 filter, net/firewall/forward.py; `nftables`: table
+      inet cni_plugins_firewall, net/firewall/forward_nft.py; `firewalld`: the address a
+      source of firewalldZone, net/firewall/firewalld.py); with ingressPolicy
       "same-bridge", traffic from other bridges to the pod's bridge (prevResult's first
       interface, as in Go) dropped -> the attachment's addresses noted in
       <dataDir>/<network>/<containerID>_<ifname>.json (for DEL without prevResult and for
@@ -13,7 +14,8 @@ DEL   the addresses' rules, from prevResult (else from the note), in both rule b
       firewalld and firewalld answers; no netns needed; success when they are gone.
 CHECK the chains, the jumps and the addresses' rules are there (firewalld: each address's
       zone is firewalldZone).
-GC    rules of noted attachments that are not in cni.dev/valid-attachments. The
+GC    rules (or firewalld sources) of noted attachments that are not in
+      cni.dev/valid-attachments. The
       iptables layout's rules carry no container ID (Go's don't): the note maps an
       attachment to its addresses, so GC leaves alone pods it has no note of (Go's).
 
