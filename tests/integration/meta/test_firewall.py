@@ -718,3 +718,16 @@ def test_firewalld_gc(make_node, run, bus):
         assert r.ok, r.raw
         assert fwd.sources() == {f"{keep.ip}/32"} and notes(node) == {"keep_eth0.json"}
     assert fw(run, "CHECK", keep, backend="firewalld", env=bus.env).ok
+
+
+@needs_firewalld
+def test_firewalld_in_process(make_node, run, run_inproc, bus):
+    """Served in this process (as the resident server does): the bus is the request's
+    DBUS_SYSTEM_BUS_ADDRESS, not the server's."""
+    node = make_node()
+    fwd = bus.start_firewalld(node.host)
+    pod = attach(node, "1.1.0", run)
+    assert fw(run_inproc, "ADD", pod, backend="firewalld", env=bus.env).ok
+    assert fwd.zone_of(f"{pod.ip}/32") == "trusted"
+    assert fw(run_inproc, "CHECK", pod, env=bus.env).ok
+    assert fw(run_inproc, "DEL", pod, env=bus.env).ok and fwd.sources() == set()
