@@ -10,6 +10,10 @@
 #   tests build a small Go libcni driver from them as their oracle (tests/fixtures/go_libcni.py).
 #   systemd (its systemd-socket-activate starts the server as the installed units do);
 #   dnsmasq-base: the DHCP server the dhcp tests start in a throw-away netns (never the host's).
+#   dbus and firewalld: the firewall plugin's firewalld backend is tested against a real
+#   firewalld on a private bus (tests/fixtures/firewalld.py; nothing on the host is started:
+#   apt runs with a policy-rc.d that starts no service, so installing firewalld (or dbus,
+#   containerd) never changes the host's running firewall or daemons).
 #   podman, runc, containerd: the real-runtime tests (tests/e2e/test_podman.py,
 #   test_containerd.py; they also install them themselves when missing).
 #   .venv: the project in editable mode with its test and build extras, and .venv/bin/cni-shim
@@ -20,7 +24,8 @@ cd "$(dirname "$0")/.."
 APT_PKGS="containernetworking-plugins iproute2 nftables python3 python3-venv gcc libc6-dev
           iputils-ping curl netcat-openbsd conntrack
           qemu-system-x86 busybox-static cpio kmod xz-utils linux-image-amd64
-          golang-go golang-github-appc-cni-dev podman runc containerd systemd dnsmasq-base"
+          golang-go golang-github-appc-cni-dev podman runc containerd systemd
+          dbus firewalld dnsmasq-base"
 missing=""
 for p in $APT_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -29,7 +34,20 @@ if [ -n "$missing" ]; then
     echo "setup: apt-get install$missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # no service is started by the packages (a policy-rc.d of ours while apt runs): the
+    # tests start their own firewalld, dbus and containerd, confined to throw-away netns
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null || status=$?
+    [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
+    [ "${status:-0}" = 0 ] || exit "$status"
+    if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [[ " $missing " == *" firewalld "* ]]; then
+        systemctl disable --now firewalld >/dev/null 2>&1 || true   # installed for the tests only
+    fi
 fi
 
 PY=${PYTHON:-python3}

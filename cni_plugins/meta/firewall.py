@@ -1,30 +1,41 @@
 """firewall (chained): let a pod's traffic through the host's forward path.
 
 ADD   prevResult required -> per address of prevResult: traffic from it, and replies to
-      it, accepted in the forward path (backend `iptables`, the default: Go's chains in
-      ip/ip6 filter, net/firewall/forward.py; `nftables`: table inet
-      cni_plugins_firewall, net/firewall/forward_nft.py); with ingressPolicy
+      it, accepted in the forward path (backend `iptables`, the default without
+      firewalld: Go's chains in ip/ip6 filter, net/firewall/forward.py; `nftables`: table
+      inet cni_plugins_firewall, net/firewall/forward_nft.py; `firewalld`: the address a
+      source of firewalldZone, net/firewall/firewalld.py); with ingressPolicy
       "same-bridge", traffic from other bridges to the pod's bridge (prevResult's first
       interface, as in Go) dropped -> the attachment's addresses noted in
       <dataDir>/<network>/<containerID>_<ifname>.json (for DEL without prevResult and for
       GC) -> prevResult, unchanged.
-DEL   the addresses' rules, from prevResult (else from the note), in both backends; no
-      netns needed; success when they are gone.
-CHECK the chains, the jumps and the addresses' rules are there.
-GC    rules of noted attachments that are not in cni.dev/valid-attachments. The
+DEL   the addresses' rules, from prevResult (else from the note), in both rule backends,
+      and the addresses' firewalld sources when the backend is (or, unset, would be)
+      firewalld and firewalld answers; no netns needed; success when they are gone.
+CHECK the chains, the jumps and the addresses' rules are there (firewalld: each address's
+      zone is firewalldZone).
+GC    rules (or firewalld sources) of noted attachments that are not in
+      cni.dev/valid-attachments. The
       iptables layout's rules carry no container ID (Go's don't): the note maps an
       attachment to its addresses, so GC leaves alone pods it has no note of (Go's).
 
-Keys: "backend": "iptables" | "nftables" | "firewalld" (refused, code 2: firewalld's zone
-API is not built), "ingressPolicy": "open" | "same-bridge" ("isolated", of Go's later
-versions, refused with code 2), "iptablesAdminChainName" (default CNI-ADMIN),
-"firewalldZone" (read, unused), "dataDir" (ours, default /run/cni/firewall).
+Keys: "backend": "iptables" | "nftables" | "firewalld"; unset, firewalld when it answers
+on the system bus, else iptables (Go's choice: on a firewalld host, firewalld's own
+forward filter drops what it was not told about, whatever our iptables rules accept).
+"firewalld" where firewalld does not answer is refused with code 2 naming `backend`.
+firewalld: per address of prevResult, addSource(firewalldZone, "IP/32" | "IP/128") on
+firewalld's D-Bus zone API (net/firewall/firewalld.py), runtime configuration only, as Go's.
+"ingressPolicy": "open" | "same-bridge" ("isolated", of Go's later versions, refused with
+code 2; same-bridge has no firewalld form: refused with code 2 there),
+"iptablesAdminChainName" (default CNI-ADMIN), "firewalldZone" (default "trusted"),
+"dataDir" (ours, default /run/cni/firewall).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 from netaddr import AddrFormatError, IPNetwork
 from pydantic import Field, field_validator
@@ -37,11 +48,14 @@ from ..skel import CmdArgs
 from ..testing import checkpoint
 from ..types import IPConfig, Result
 
+if TYPE_CHECKING:
+    from ..net.firewall.firewalld import Firewalld
+
 DEFAULT_DATA_DIR = "/run/cni/firewall"
 DEFAULT_ADMIN_CHAIN = "CNI-ADMIN"
-BACKENDS = ("iptables", "nftables")
+DEFAULT_ZONE = "trusted"
+BACKENDS = ("iptables", "nftables")         # the rule backends DEL always cleans
 POLICIES = ("open", "same-bridge")
-DBUS_SOCKET = "/run/dbus/system_bus_socket"
 CHAIN_MAX = 28                  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1)
 
 
@@ -55,14 +69,8 @@ class Conf(netconf.NetConf):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        if v in ("",) + BACKENDS:
+        if v in ("", "firewalld") + BACKENDS:
             return v
-        if v == "firewalld":
-            reach = ("firewalld is not reachable on D-Bus here (no system bus at "
-                     f"{DBUS_SOCKET})" if not os.path.exists(DBUS_SOCKET) else
-                     "this implementation does not speak firewalld's zone API")
-            raise Invalid(f'"firewalld" is not supported: {reach}; use "iptables" (the '
-                          'default) or "nftables"', code=Code.UNSUPPORTED_FIELD)
         raise Invalid(f'unknown backend {v!r}, expected "iptables", "nftables" or '
                       '"firewalld"')
 
@@ -87,6 +95,10 @@ class Conf(netconf.NetConf):
     @property
     def admin_chain(self) -> str:
         return self.iptables_admin_chain_name or DEFAULT_ADMIN_CHAIN
+
+    @property
+    def zone(self) -> str:
+        return self.firewalld_zone or DEFAULT_ZONE
 
     @property
     def store(self) -> str:
@@ -156,6 +168,16 @@ def read_note(path: str) -> list[str]:
                      strict=False)
 
 
+def note_backend(path: str) -> str:
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    backend = raw.get("backend", "") if isinstance(raw, dict) else ""
+    return backend if isinstance(backend, str) else ""
+
+
 def drop_note(path: str) -> None:
     try:
         os.unlink(path)
@@ -182,8 +204,34 @@ def notes(conf: Conf) -> dict[tuple[str, str], str]:
 
 # -- the backends --------------------------------------------------------------------------
 
-def _setup(backend: str, conf: Conf, args: CmdArgs, ips: list[str], bridge: str | None) -> None:
-    if backend == "nftables":
+def select_backend(conf: Conf) -> tuple[str, Firewalld | None]:
+    """ADD and CHECK: the configured backend, or (unset) firewalld when it answers on the
+    system bus and iptables otherwise, as Go's getBackend; "firewalld" where it does not
+    answer is refused with code 2. The connection is the caller's to close."""
+    if conf.backend not in ("", "firewalld"):
+        return conf.backend, None
+    from ..net.firewall import firewalld
+
+    fwd = firewalld.connect()
+    if fwd is not None:
+        if conf.ingress_policy == "same-bridge":
+            fwd.close()
+            raise CNIError(Code.UNSUPPORTED_FIELD, 'invalid config: ingressPolicy: '
+                           '"same-bridge" is not supported with the firewalld backend: use '
+                           'backend "iptables" or "nftables"')
+        return "firewalld", fwd
+    if conf.backend == "firewalld":
+        raise firewalld.refused()
+    return "iptables", None
+
+
+def _setup(backend: str, conf: Conf, args: CmdArgs, ips: list[str], bridge: str | None,
+           fwd: Firewalld | None = None) -> None:
+    if fwd is not None:
+        from ..net.firewall import firewalld
+
+        firewalld.setup(fwd, conf.zone, ips)
+    elif backend == "nftables":
         from ..net.firewall import forward_nft
 
         forward_nft.setup(conf.name, args.ifname, args.container_id, ips, bridge)
@@ -193,8 +241,13 @@ def _setup(backend: str, conf: Conf, args: CmdArgs, ips: list[str], bridge: str 
         forward.setup(ips, conf.admin_chain, bridge)
 
 
-def _teardown(backend: str, conf: Conf, container_id: str, ifname: str, ips: list[str]) -> None:
-    if backend == "nftables":
+def _teardown(backend: str, conf: Conf, container_id: str, ifname: str, ips: list[str],
+              fwd: Firewalld | None = None) -> None:
+    if fwd is not None:
+        from ..net.firewall import firewalld
+
+        firewalld.teardown(fwd, conf.zone, ips)
+    elif backend == "nftables":
         from ..net.firewall import forward_nft
 
         forward_nft.teardown(conf.name, ifname, container_id)
@@ -211,19 +264,25 @@ def cmd_add(args: CmdArgs) -> Result:
     result = args.require_prev_result()
     bridge = bridge_of(conf, result)
     ips = addresses(result)
-    backend = conf.backend or "iptables"
-    with Rollback() as undo:
-        undo.callback(_teardown, backend, conf, args.container_id, args.ifname, ips)
-        _setup(backend, conf, args, ips, bridge)
-        checkpoint("rules")
-        write_note(conf, args, ips, backend)
-        undo.callback(drop_note, _note_path(conf, args.container_id, args.ifname))
-        checkpoint("note")
+    backend, fwd = select_backend(conf)
+    try:
+        with Rollback() as undo:
+            undo.callback(_teardown, backend, conf, args.container_id, args.ifname, ips, fwd)
+            _setup(backend, conf, args, ips, bridge, fwd)
+            checkpoint("rules")
+            write_note(conf, args, ips, backend)
+            undo.callback(drop_note, _note_path(conf, args.container_id, args.ifname))
+            checkpoint("note")
+    finally:
+        if fwd is not None:
+            fwd.close()
     return result
 
 
 def cmd_del(args: CmdArgs) -> None:
-    """Both backends (the pod may predate the config); addresses from prevResult, or the
+    """Both rule backends (the pod may predate the config), and firewalld's sources when
+    firewalld is (or, unset, would be) the backend or made the note and answers (when it
+    does not, its runtime sources are gone with it); addresses from prevResult, or the
     note when there is none. Errors are collected and reported together."""
     try:
         conf = load_conf(args)
@@ -236,9 +295,21 @@ def cmd_del(args: CmdArgs) -> None:
     for backend in BACKENDS:
         with errors.collect():
             _teardown(backend, conf, args.container_id, args.ifname, ips)
+    if conf.backend in ("", "firewalld") or note_backend(path) == "firewalld":
+        with errors.collect():
+            _teardown_firewalld(conf, ips)
     with errors.collect():
         drop_note(path)
     errors.raise_if_any()
+
+
+def _teardown_firewalld(conf: Conf, ips: list[str]) -> None:
+    from ..net.firewall import firewalld
+
+    fwd = firewalld.connect()
+    if fwd is not None:
+        with fwd:
+            firewalld.teardown(fwd, conf.zone, ips)
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -246,7 +317,13 @@ def cmd_check(args: CmdArgs) -> None:
     result = args.require_prev_result()
     bridge = bridge_of(conf, result)
     ips = addresses(result)
-    if conf.backend == "nftables":
+    backend, fwd = select_backend(conf)
+    if fwd is not None:
+        from ..net.firewall import firewalld
+
+        with fwd:
+            firewalld.check(fwd, conf.zone, ips)
+    elif backend == "nftables":
         from ..net.firewall import forward_nft
 
         forward_nft.check(conf.name, args.ifname, args.container_id, ips, bridge)
@@ -272,7 +349,10 @@ def cmd_gc(args: CmdArgs) -> None:
             continue
         stale = [ip for ip in read_note(path) if ip.partition("/")[0] not in kept]
         with errors.collect():
-            _teardown("iptables", conf, cid, ifname, stale)
+            if note_backend(path) == "firewalld":
+                _teardown_firewalld(conf, stale)
+            else:
+                _teardown("iptables", conf, cid, ifname, stale)
             drop_note(path)
     with errors.collect():
         from ..net.firewall import forward_nft

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cni_plugins.testing import fail_after
+from tests.fixtures import firewalld as firewalld_fixture
 from tests.fixtures.netns import TestNS as NS
 from tests.fixtures.pods import Node, bridge_conf, call_in_node as call, ip_of, ping
 from tests.fixtures.run import Reply, Runner
@@ -34,6 +35,13 @@ SHARED = [':CNI-ADMIN - [0:0]', ':CNI-FORWARD - [0:0]',
           '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" '
           '-j CNI-ADMIN']
 ISOLATION = "CNI firewall plugin rules (ingressPolicy: same-bridge)"
+
+
+@pytest.fixture(autouse=True)
+def no_host_bus(monkeypatch, tmp_path):
+    """Both implementations pick firewalld when it answers on the system bus: the plugins
+    of these tests see no bus unless a test hands them its private one (env=bus.env)."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-system-bus")
 
 
 # -- pods and configs ------------------------------------------------------------------------
@@ -80,9 +88,10 @@ def fw_conf(v: str, prev: dict | None, node: Node | None = None, **fields: Any) 
     return conf
 
 
-def fw(runner: Runner, verb: str, pod: Pod, conf: dict | None = None, **fields: Any) -> Reply:
+def fw(runner: Runner, verb: str, pod: Pod, conf: dict | None = None,
+       env: dict[str, str] | None = None, **fields: Any) -> Reply:
     conf = conf if conf is not None else fw_conf(pod.v, pod.prev, pod.node, **fields)
-    return call(runner, pod.node, "firewall", verb, conf, pod)
+    return call(runner, pod.node, "firewall", verb, conf, pod, env=env)
 
 
 # -- the rules, read back -----------------------------------------------------------------------
@@ -564,3 +573,161 @@ def test_parallel_adds_share_one_layout(make_node, run):
     lines = saved(node.host)
     assert lines.count(SHARED[2]) == 1 and lines.count(SHARED[3]) == 1, lines
     assert sorted(forwarded(node.host)) == sorted(l for p in pods for l in pod_rules(p.ip))
+
+
+# -- the firewalld backend: Debian's firewalld on a private bus, in the node netns ------------
+
+needs_firewalld = pytest.mark.skipif(not firewalld_fixture.available(),
+                                     reason="dbus-daemon / firewalld not installed "
+                                            "(scripts/setup.sh installs them)")
+
+
+@pytest.fixture
+def bus(tmp_path):
+    b = firewalld_fixture.PrivateBus(tmp_path)
+    yield b
+    b.stop()
+    assert b.host_untouched(), "firewalld wrote to the host's /etc/firewalld or /run"
+
+
+def fwd_rules(fwd, ip: str) -> list[str]:
+    """The lines of firewalld's nft table that steer the address into a zone."""
+    fam = "ip6" if ":" in ip else "ip"
+    return [l.strip() for l in fwd.ruleset().splitlines()
+            if re.search(rf"{fam} [sd]addr {re.escape(ip)} ", l)]
+
+
+@needs_firewalld
+@pytest.mark.parametrize("v", VERSIONS)
+def test_firewalld_add_check_del(v, make_node, run, bus):
+    node = make_node()
+    fwd = bus.start_firewalld(node.host)
+    pod = attach(node, v, run, dual=True)
+    src4, src6 = f"{pod.ip}/32", f"{pod.ip6}/128"
+    r = fw(run, "ADD", pod, backend="firewalld", env=bus.env)
+    assert r.ok and r.out == pod.prev, r.raw
+    assert fwd.zone_of(src4) == "trusted" and fwd.zone_of(src6) == "trusted"
+    assert fwd.sources() == {src4, src6}
+    assert "goto filter_FWD_trusted" in " ".join(fwd_rules(fwd, pod.ip))
+    assert fwd_rules(fwd, pod.ip6)
+    assert forwarded(node.host) == [] and nft_rules(node.host) == []     # firewalld only
+    assert fw(run, "CHECK", pod, backend="firewalld", env=bus.env).ok
+    r = fw(run, "ADD", pod, backend="firewalld", env=bus.env)           # ZONE_ALREADY_SET
+    assert r.ok, r.raw
+    r = fw(run, "DEL", pod, backend="firewalld", env=bus.env)
+    assert r.ok, r.raw
+    assert fwd.sources() == set() and fwd.zone_of(src4) == ""
+    assert fwd_rules(fwd, pod.ip) == [] and notes(node) == set()
+    r = fw(run, "CHECK", pod, backend="firewalld", env=bus.env)
+    assert r.rc == 1 and src4 in r.out["msg"], r.raw
+    for _ in range(2):                                                  # DEL again
+        assert fw(run, "DEL", pod, backend="firewalld", env=bus.env).ok
+    conf = fw_conf(v, None, node, backend="firewalld")                  # no prevResult
+    assert call(run, node, "firewall", "DEL", conf, pod, env=bus.env).ok
+
+
+@needs_firewalld
+def test_firewalld_zone_and_del_from_note(make_node, run, bus):
+    node = make_node()
+    fwd = bus.start_firewalld(node.host)
+    pod = attach(node, "1.0.0", run)
+    r = fw(run, "ADD", pod, backend="firewalld", firewalldZone="internal", env=bus.env)
+    assert r.ok, r.raw
+    assert fwd.zone_of(f"{pod.ip}/32") == "internal"
+    assert fw(run, "CHECK", pod, backend="firewalld", firewalldZone="internal",
+              env=bus.env).ok
+    r = fw(run, "CHECK", pod, backend="firewalld", env=bus.env)          # trusted: no
+    assert r.rc == 1 and "internal" in r.out["msg"], r.raw
+    for zone in ("trusted", "nosuchzone"):      # another zone's source is left alone
+        conf = fw_conf("1.0.0", pod.prev, None, backend="firewalld", firewalldZone=zone)
+        r = call(run, node, "firewall", "DEL", conf, pod, env=bus.env)
+        assert r.ok, r.raw
+    assert fwd.zone_of(f"{pod.ip}/32") == "internal"
+    conf = fw_conf("1.0.0", None, node, backend="firewalld", firewalldZone="internal")
+    assert call(run, node, "firewall", "DEL", conf, pod, env=bus.env).ok
+    assert fwd.sources("internal") == set()
+    r = fw(run, "ADD", pod, backend="firewalld", firewalldZone="nosuchzone", env=bus.env)
+    assert r.rc == 1 and r.code == 7 and "firewalldZone" in r.out["msg"], r.raw
+    assert notes(node) == set()
+
+
+@needs_firewalld
+def test_firewalld_is_the_default_when_it_answers(make_node, run, bus):
+    node = make_node()
+    pod = attach(node, "1.0.0", run)
+    r = fw(run, "ADD", pod, env=bus.env)            # a bus without firewalld: iptables
+    assert r.ok, r.raw
+    assert forwarded(node.host) == pod_rules(pod.ip)
+    assert fw(run, "DEL", pod, env=bus.env).ok and forwarded(node.host) == []
+    fwd = bus.start_firewalld(node.host)
+    assert fw(run, "ADD", pod, env=bus.env).ok
+    assert fwd.zone_of(f"{pod.ip}/32") == "trusted" and forwarded(node.host) == []
+    assert fw(run, "CHECK", pod, env=bus.env).ok
+    assert fw(run, "DEL", pod, env=bus.env).ok and fwd.sources() == set()
+
+
+@needs_firewalld
+def test_firewalld_refused_when_it_does_not_answer(make_node, run, bus, tmp_path):
+    node = make_node()
+    pod = attach(node, "1.0.0", run)
+    for env in (bus.env, {"DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/nobus"}):
+        for verb in ("ADD", "CHECK"):
+            r = fw(run, verb, pod, backend="firewalld", env=env)
+            assert r.rc == 1 and r.code == 2 and "backend" in r.out["msg"], r.raw
+        assert fw(run, "DEL", pod, backend="firewalld", env=env).ok
+    assert forwarded(node.host) == [] and notes(node) == set()
+    fwd = bus.start_firewalld(node.host)
+    r = fw(run, "ADD", pod, backend="firewalld", ingressPolicy="same-bridge", env=bus.env)
+    assert r.rc == 1 and r.code == 2 and "ingressPolicy" in r.out["msg"], r.raw
+    assert fwd.sources() == set()
+
+
+@needs_firewalld
+@pytest.mark.oracle
+@pytest.mark.parametrize("v", GO_VERSIONS)
+def test_firewalld_same_sources_as_go(v, make_node, run, run_go, bus):
+    node = make_node()
+    fwd = bus.start_firewalld(node.host)
+    mine, gos = attach(node, v, run, cid="ours"), attach(node, v, run, cid="gos")
+    for runner, pod in ((run, mine), (run_go, gos)):
+        r = fw(runner, "ADD", pod, backend="firewalld", env=bus.env)
+        assert r.ok, r.raw
+    assert fwd.sources() == {f"{mine.ip}/32", f"{gos.ip}/32"} and fwd_rules(fwd, gos.ip)
+    assert fwd_rules(fwd, mine.ip) == [l.replace(gos.ip, mine.ip)
+                                       for l in fwd_rules(fwd, gos.ip)]
+    for runner, pod in ((run, gos), (run_go, mine)):        # each CHECKs the other's pod
+        assert fw(runner, "CHECK", pod, backend="firewalld", env=bus.env).ok
+    for runner, pod in ((run, gos), (run_go, mine)):        # and DELs it
+        r = fw(runner, "DEL", pod, backend="firewalld", env=bus.env)
+        assert r.ok, r.raw
+    assert fwd.sources() == set()
+
+
+@needs_firewalld
+def test_firewalld_gc(make_node, run, bus):
+    node = make_node()
+    fwd = bus.start_firewalld(node.host)
+    keep = attach(node, "1.1.0", run, cid="keep")
+    gone = attach(node, "1.1.0", run, cid="gone")
+    for p in (keep, gone):
+        assert fw(run, "ADD", p, backend="firewalld", env=bus.env).ok
+    conf = fw_conf("1.1.0", None, node, backend="firewalld")
+    conf["cni.dev/valid-attachments"] = [{"containerID": "keep", "ifname": "eth0"}]
+    for _ in range(2):                                      # again: nothing more to do
+        r = call(run, node, "firewall", "GC", conf, env=bus.env)
+        assert r.ok, r.raw
+        assert fwd.sources() == {f"{keep.ip}/32"} and notes(node) == {"keep_eth0.json"}
+    assert fw(run, "CHECK", keep, backend="firewalld", env=bus.env).ok
+
+
+@needs_firewalld
+def test_firewalld_in_process(make_node, run, run_inproc, bus):
+    """Served in this process (as the resident server does): the bus is the request's
+    DBUS_SYSTEM_BUS_ADDRESS, not the server's."""
+    node = make_node()
+    fwd = bus.start_firewalld(node.host)
+    pod = attach(node, "1.1.0", run)
+    assert fw(run_inproc, "ADD", pod, backend="firewalld", env=bus.env).ok
+    assert fwd.zone_of(f"{pod.ip}/32") == "trusted"
+    assert fw(run_inproc, "CHECK", pod, env=bus.env).ok
+    assert fw(run_inproc, "DEL", pod, env=bus.env).ok and fwd.sources() == set()
