@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import click
 from pydantic import ValidationError
 
-from . import netconf, plugins
+from . import netconf, plugins, version
 from .errors import CNIError
 from .libcni import conf as libconf
 
@@ -97,6 +97,7 @@ class Checker:
             return self.problems
         except ValidationError as e:
             self.invalid(e)
+            self.readable_sections(raw, legacy)
             return self.problems
         sections = [("", raw)] if legacy else [
             (f"plugins[{i}]", p) for i, p in enumerate(raw.get("plugins") or [])]
@@ -117,6 +118,25 @@ class Checker:
         for where, section in sections:
             self.plugin(section, where, top.name, top.versions()[0])
         return self.problems
+
+    def readable_sections(self, raw: Any, legacy: bool) -> None:
+        """The network does not read, but its plugin sections whose protocol keys do are
+        still checked as their plugins (at the network's cniVersion if it is known, else
+        the newest), so that one run lists every problem."""
+        if not isinstance(raw, dict):
+            return
+        listed = raw.get("plugins")
+        sections = [("", raw)] if legacy else [
+            (f"plugins[{i}]", p) for i, p in enumerate(listed if isinstance(listed, list) else [])]
+        name = raw.get("name") if isinstance(raw.get("name"), str) else ""
+        v = raw.get("cniVersion")
+        cni_version = v if v in version.ALL else version.ALL[-1]
+        for where, section in sections:
+            try:
+                libconf.PluginSection.model_validate(section)
+            except ValidationError:
+                continue                    # reported with the network's problems
+            self.plugin(section, where, name, cni_version)
 
     def plugin(self, raw: dict[str, Any], where: str, name: str, cni_version: str) -> None:
         """One section, whose protocol keys libcni read already, against its plugin's model

@@ -214,3 +214,14 @@ def test_schema_cli():
     assert json.loads(r.stdout) == confcheck.schema("host-local")
     r = CliRunner().invoke(confcheck.schema_cli, ["flannel"])
     assert r.exit_code == 1 and "unknown plugin type 'flannel'" in r.stderr
+
+
+def test_plugin_problems_are_listed_with_the_networks(tmp_path):
+    """A network that libcni refuses (a protocol key of one plugin) still has its other
+    sections checked as their plugins: one run, every problem."""
+    body = {"cniVersion": "1.0.0", "name": "n", "plugins": [
+        {**BRIDGE, "mtu": "x"}, {**PORTMAP, "capabilities": {"portMappings": "yes"}}]}
+    assert lines(tmp_path, body) == [
+        "10-net.conflist: plugins[1].capabilities.portMappings: expected a boolean, got a "
+        "string",
+        "10-net.conflist: plugins[0].mtu: expected an integer, got a string"]
