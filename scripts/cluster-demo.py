@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The seed's Kubernetes network model on a three-node flannel cluster, as root:
 
-    sudo .venv/bin/python scripts/cluster-demo.py [--exec] [--keep-going]
+    sudo .venv/bin/python scripts/cluster-demo.py [--exec]
 
 Builds three "nodes" (network namespaces) on an underlay bridge, plays flanneld (subnet.env,
 host-gw routes, its masquerade), adds two pods per node through our libcni with the

@@ -21,10 +21,12 @@ DEL    the saved config replayed as the delegate's DEL, then removed (kept if th
 CHECK  the saved config, with this request's prevResult, delegated as CHECK
 GC     saved configs of containers not among the valid attachments removed (libcni's GC
        has already sent DEL for each of them)
+STATUS 50 (plugin not available) while the subnet file cannot be read: flanneld has no
+       lease for this node yet, so an ADD would fail
 
 As flannel-io/cni-plugin, with two differences: errors carry CNI codes (a `delegate`
 setting `name` or `ipam` is code 7 naming the key; no subnet file yet is 11, try again
-later), and CHECK and GC are implemented where upstream's are no-ops.
+later), and CHECK, GC and STATUS are implemented where upstream has none.
 """
 
 from __future__ import annotations
@@ -278,3 +280,12 @@ def cmd_gc(args: CmdArgs) -> None:
     for name in names:
         if name not in valid and not name.startswith(".tmp-"):
             remove(os.path.join(conf.data_dir, name))
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    try:
+        read_subnet_env(conf.subnet_file)
+    except CNIError as e:
+        raise CNIError(Code.PLUGIN_NOT_AVAILABLE, f"flannel is not ready: {e.msg}",
+                       e.details) from e

@@ -155,3 +155,9 @@ def test_gc_removes_the_configs_of_gone_attachments(paths):
     conf = {**paths, "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
     assert run("GC", conf) == (0, None)
     assert os.listdir(paths["dataDir"]) == ["keep"]
+
+
+def test_status_is_not_available_until_flanneld_wrote_the_subnet_file(paths, tmp_path):
+    assert run("STATUS", paths) == (0, None)
+    rc, out = run("STATUS", {**paths, "subnetFile": str(tmp_path / "none.env")})
+    assert (rc, out["code"]) == (1, 50) and "flannel is not ready" in out["msg"]
