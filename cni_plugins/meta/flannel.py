@@ -68,7 +68,7 @@ class Conf(netconf.NetConf):
                 raise CNIError(Code.INVALID_NETWORK_CONFIG,
                                f"invalid config: delegate.{key}: must not be set, "
                                f"it'll be set by flannel")
-        routes = self.ipam.get("routes", [])
+        routes = self.ipam.get("routes") or []
         if not isinstance(routes, list) or not all(isinstance(r, dict) for r in routes):
             raise CNIError(Code.INVALID_NETWORK_CONFIG,
                            "invalid config: ipam.routes: expected a list of routes")

@@ -79,6 +79,9 @@ def test_add_check_del(v, make_node, tmp_path):
     if version.has_check(v):
         c = node("flannel", "CHECK", {**conf(v, paths), "prevResult": r.out}, pod, cid="c1")
         assert c.ok, c.raw
+        pod.sh("ip", "addr", "del", f"{ip}/24", "dev", "eth0")     # the bridge's CHECK sees it
+        c = node("flannel", "CHECK", {**conf(v, paths), "prevResult": r.out}, pod, cid="c1")
+        assert not c.ok and ip in c.out["msg"], c.raw
 
     assert node("flannel", "DEL", conf(v, paths), pod, cid="c1").ok
     assert not saved.exists()

@@ -88,6 +88,17 @@ def test_delegate_type_must_be_a_string():
     assert e.value.code == 7
 
 
+@pytest.mark.parametrize("routes, ok", [(None, True), ([], True), ("x", False), (["x"], False)])
+def test_own_ipam_routes_must_be_routes(routes, ok, tmp_path):
+    c = flannel.load_conf(cmd_args({"type": "flannel", "ipam": {"routes": routes}}))
+    if ok:
+        c.check()
+        return
+    with pytest.raises(CNIError, match="ipam.routes") as e:
+        c.check()
+    assert e.value.code == 7
+
+
 def test_paths_must_be_absolute():
     with pytest.raises(CNIError, match="subnetFile") as e:
         flannel.load_conf(cmd_args({"type": "flannel", "subnetFile": "run/subnet.env"}))
