@@ -132,7 +132,16 @@ def test_the_kube_flannel_conflist_unchanged_through_cnitool(make_node, tmp_path
         d.mkdir()
     (run_dir / "subnet.env").write_text(SUBNET_ENV.format(masq="true"))
     (net_d / "10-flannel.conflist").write_text(json.dumps(KUBE_FLANNEL, indent=2))
-    os.makedirs("/run/flannel", exist_ok=True)          # a mount point; empty, left on the host
+    made_mount_point = not os.path.isdir("/run/flannel")
+    os.makedirs("/run/flannel", exist_ok=True)          # a mount point on the host
+    try:
+        _kube_flannel_pods(node, run_dir, lib_dir, net_d)
+    finally:
+        if made_mount_point:
+            os.rmdir("/run/flannel")
+
+
+def _kube_flannel_pods(node: Node, run_dir: Path, lib_dir: Path, net_d: Path) -> None:
 
     def tool(*argv: str, **env: str) -> subprocess.CompletedProcess:
         e = base_env(drop=("CAP_ARGS", "NETCONFPATH", "CNI_CACHE_DIR"))
