@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "vrf": "cni_plugins.meta.vrf",
     "sbr": "cni_plugins.meta.sbr",
     "firewall": "cni_plugins.meta.firewall",
+    "flannel": "cni_plugins.meta.flannel",
 }
 
 # Plugins that speak fewer versions than version.ALL; read without importing them.

@@ -114,15 +114,7 @@ class ResultCache:
         path = self.path(a.network, a.container_id, a.ifname)
         data = json.dumps(a.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
         try:
-            _makedirs(self.results_dir)
-            fd, tmp = tempfile.mkstemp(dir=self.results_dir, prefix=".tmp-")  # mode 0600
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            write_private(path, data)
         except OSError as e:
             raise CNIError(Code.IO_FAILURE,
                            f"failed to write cache file {path}: {e.strerror}") from e
@@ -184,6 +176,21 @@ class ResultCache:
             if a.ifname and a.network:
                 out.append(a)
         return out
+
+
+def write_private(path: str, data: bytes) -> None:
+    """`data` as the whole of `path` (mode 0600, its missing directories 0700), never half
+    written: a temporary name ".tmp-*" beside it, renamed over it. Raises OSError."""
+    directory = os.path.dirname(path)
+    _makedirs(directory)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # mode 0600, a unique name
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _makedirs(path: str) -> None:

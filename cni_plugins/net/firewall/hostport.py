@@ -21,7 +21,7 @@ nftables backend, so that either implementation finds and removes the other's ru
         }
         chain masquerading {                      # only once a pod asked for snat
             type nat hook postrouting priority srcnat; policy accept;
-            ip saddr 10.1.0.0/24 ip daddr 10.1.0.5 masquerade comment "<id>"  # hairpin, pods
+            ip saddr 10.1.0.0/24 ip daddr 10.1.0.5 ct status dnat masquerade comment "<id>"  # hairpin
             ip saddr 127.0.0.1 ip daddr 10.1.0.5 masquerade comment "<id>"   # from the host's lo
         }
     }
@@ -37,7 +37,10 @@ never removed. Where the rules differ from Go's nftables backend, it is to make 
 - The hairpin masquerade matches the pod's whole subnet as source, as the iptables
   backend does (`-s 10.1.0.5/24`): a neighbour on the same bridge reaching the pod
   through a host port gets the answer straight over the bridge otherwise, from the
-  wrong address. Go's nftables backend matches the pod's address only.
+  wrong address. Go's nftables backend matches the pod's address only. Unlike the
+  iptables backend, whose subnet match sits in the DNAT chain, a postrouting rule sees
+  every packet to the pod, so it also requires `ct status dnat`: a neighbour reaching
+  the pod directly (pod to pod) is not masqueraded.
 
 Each call makes one listing per family and at most one transaction (more only when
 another process deletes a listed rule first). Functions work in the netns the calling
@@ -137,7 +140,10 @@ def container_rules(cidr: str, mappings: Iterable[Mapping], *, snat: bool,
         # hairpin (the pod, or a neighbour on its bridge, reaching it through a host
         # port), and, for IPv4, the host reaching 127.0.0.1:port: each needs a source
         # the pod answers through the node
-        masq.append([*nft.addr("saddr", subnet), *nft.addr("daddr", ip), *nft.masq()])
+        # `ct status dnat`: only what came through a host port; a neighbour reaching the
+        # pod directly keeps its own address (no NAT between pods)
+        masq.append([*nft.addr("saddr", subnet), *nft.addr("daddr", ip), *nft.ct_status_dnat(),
+                     *nft.masq()])
         if version == 4:
             masq.append([*nft.addr("saddr", "127.0.0.1"), *nft.addr("daddr", ip), *nft.masq()])
     out += [(MASQUERADING, r) for r in masq]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -19,7 +18,7 @@ import pytest
 
 from cni_plugins import version
 from tests.fixtures.netns import TestNS as NS
-from tests.fixtures.pods import Node, call_in_node as call, bridge_conf, inside, ip_of, sysctl
+from tests.fixtures.pods import Node, Server, call_in_node as call, bridge_conf, fetch, inside, ip_of, sysctl
 from tests.fixtures.run import Reply, Runner
 
 pytestmark = pytest.mark.root
@@ -105,39 +104,6 @@ def pm_conf(v: str, prev: dict | None, mappings: list[dict] | None = None,
 
 # -- traffic -----------------------------------------------------------------------------------
 
-class Server:
-    """A TCP server in a pod: answers every connection with the address it came from."""
-
-    def __init__(self, ns: NS, port: int, family: int = 4) -> None:
-        fam = socket.AF_INET6 if family == 6 else socket.AF_INET
-        with inside(ns):
-            self.sock = socket.socket(fam, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("::" if family == 6 else "0.0.0.0", port))
-        self.sock.listen(16)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    conn.sendall(peer[0].encode() + b"\n")
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
-
 @pytest.fixture
 def serve() -> Iterator:
     made: list[Server] = []
@@ -149,22 +115,6 @@ def serve() -> Iterator:
 
     yield start
     for s in made:
-        s.close()
-
-
-def fetch(ns: NS, ip: str, port: int, timeout: float = 3.0) -> str | None:
-    """Connect from `ns` to ip:port; the address the pod saw, or None when nothing
-    answered."""
-    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    with inside(ns):
-        s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect((ip, port))
-        return s.recv(128).decode().strip() or None
-    except OSError:
-        return None
-    finally:
         s.close()
 
 
@@ -281,7 +231,7 @@ def assert_rules(pod: Pod, *, ip: str | None = None) -> None:
     assert t.texts("hostip_hostports", pod.cid) == [
         f"ip daddr {HOST_IP} tcp dport 8443 dnat {ip}:443"]
     assert t.texts("masquerading", pod.cid) == [
-        f"ip saddr 10.77.0.0/24 ip daddr {ip} masquerade",
+        f"ip saddr 10.77.0.0/24 ip daddr {ip} ct status dnat masquerade",
         f"ip saddr 127.0.0.1 ip daddr {ip} masquerade"]
     assert len(t.of(pod.cid)) == 5
 
@@ -289,7 +239,8 @@ def assert_rules(pod: Pod, *, ip: str | None = None) -> None:
 def assert_forwarded(pod: Pod, other: Pod, outside: NS, port: int = 8080) -> None:
     """Every way in: 127.0.0.1 (masqueraded to the bridge address), the node's own
     address (source kept), another machine (source kept), another pod on the bridge
-    and the pod itself (hairpin: masqueraded, or the answer would bypass the node)."""
+    and the pod itself (hairpin: masqueraded, or the answer would bypass the node); the
+    other pod reaching the pod's own address directly is not masqueraded."""
     host = pod.node.host
     assert fetch(host, "127.0.0.1", port) == GW
     assert fetch(host, HOST_IP, port) == HOST_IP
@@ -297,6 +248,7 @@ def assert_forwarded(pod: Pod, other: Pod, outside: NS, port: int = 8080) -> Non
     assert fetch(other.ns, HOST_IP, port) == GW
     assert fetch(pod.ns, HOST_IP, port) == GW
     assert fetch(other.ns, GW, port) == GW                 # the bridge address is local too
+    assert fetch(other.ns, pod.ip, 80) == other.ip         # pod to pod directly: no NAT
 
 
 # -- ADD / CHECK / DEL ----------------------------------------------------------------------------
@@ -416,7 +368,7 @@ def test_ipv6(make_node, run, serve):
         f"tcp dport 8080 dnat [{ip6}]:80",
         f"udp dport 5353 dnat [{ip6}]:53"]
     assert t6.texts("hostip_hostports", pod.cid) == []      # HOST_IP is IPv4
-    assert t6.texts("masquerading", pod.cid) == [f"ip6 saddr fd77::/64 ip6 daddr {ip6} masquerade"]
+    assert t6.texts("masquerading", pod.cid) == [f"ip6 saddr fd77::/64 ip6 daddr {ip6} ct status dnat masquerade"]
     t4 = nft_table(node.host)
     assert t4 is not None and len(t4.of(pod.cid)) == 5
     assert fetch(node.host, HOST_IP6, 8080) == HOST_IP6
