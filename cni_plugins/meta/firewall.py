@@ -6,14 +6,17 @@ ADD   prevResult required -> per address of prevResult: traffic from it, and rep
       inet cni_plugins_firewall, net/firewall/forward_nft.py; `firewalld`: the address a
       source of firewalldZone, net/firewall/firewalld.py); with ingressPolicy
       "same-bridge", traffic from other bridges to the pod's bridge (prevResult's first
-      interface, as in Go) dropped -> the attachment's addresses noted in
+      interface, as in Go) dropped; with "isolated" (Go 1.7's, Docker's icc=false), also
+      traffic between the bridge's own ports -> the attachment's addresses noted in
       <dataDir>/<network>/<containerID>_<ifname>.json (for DEL without prevResult and for
       GC) -> prevResult, unchanged.
-DEL   the addresses' rules, from prevResult (else from the note), in both rule backends,
+DEL   the addresses' rules, from prevResult (else from the note), in both rule backends
+      (a bridge's isolation rules stay, as Go's: other pods of the bridge may need them),
       and the addresses' firewalld sources when the backend is (or, unset, would be)
       firewalld and firewalld answers; no netns needed; success when they are gone.
-CHECK the chains, the jumps and the addresses' rules are there (firewalld: each address's
-      zone is firewalldZone).
+CHECK the chains, the jumps, the addresses' rules and the bridge's isolation rules (with
+      "isolated", its DROP too) are there (firewalld: each address's zone is
+      firewalldZone).
 GC    rules (or firewalld sources) of noted attachments that are not in
       cni.dev/valid-attachments. The
       iptables layout's rules carry no container ID (Go's don't): the note maps an
@@ -25,8 +28,9 @@ forward filter drops what it was not told about, whatever our iptables rules acc
 "firewalld" where firewalld does not answer is refused with code 2 naming `backend`.
 firewalld: per address of prevResult, addSource(firewalldZone, "IP/32" | "IP/128") on
 firewalld's D-Bus zone API (net/firewall/firewalld.py), runtime configuration only, as Go's.
-"ingressPolicy": "open" | "same-bridge" ("isolated", of Go's later versions, refused with
-code 2; same-bridge has no firewalld form: refused with code 2 there),
+"ingressPolicy": "open" | "same-bridge" | "isolated" (anything else: code 7 naming the key;
+the bridge policies have no firewalld form: refused with code 2 there, where Go runs
+iptables alongside firewalld),
 "iptablesAdminChainName" (default CNI-ADMIN), "firewalldZone" (default "trusted"),
 "dataDir" (ours, default /run/cni/firewall).
 """
@@ -55,7 +59,8 @@ DEFAULT_DATA_DIR = "/run/cni/firewall"
 DEFAULT_ADMIN_CHAIN = "CNI-ADMIN"
 DEFAULT_ZONE = "trusted"
 BACKENDS = ("iptables", "nftables")         # the rule backends DEL always cleans
-POLICIES = ("open", "same-bridge")
+POLICIES = ("open", "same-bridge", "isolated")
+BRIDGE_POLICIES = ("same-bridge", "isolated")   # the bridge's isolation rules
 CHAIN_MAX = 28                  # iptables' chain name limit (XT_EXTENSION_MAXNAMELEN - 1)
 
 
@@ -79,10 +84,8 @@ class Conf(netconf.NetConf):
     def _policy(cls, v: str) -> str:
         if v in ("",) + POLICIES:
             return v
-        if v == "isolated":
-            raise Invalid('"isolated" is not supported (a later Go plugin\'s policy): use '
-                          '"open" or "same-bridge"', code=Code.UNSUPPORTED_FIELD)
-        raise Invalid(f'unknown ingress policy {v!r}, expected "open" or "same-bridge"')
+        raise Invalid(f'unknown ingress policy {v!r}, expected "open", "same-bridge" or '
+                      '"isolated"')
 
     @field_validator("iptables_admin_chain_name")
     @classmethod
@@ -95,6 +98,10 @@ class Conf(netconf.NetConf):
     @property
     def admin_chain(self) -> str:
         return self.iptables_admin_chain_name or DEFAULT_ADMIN_CHAIN
+
+    @property
+    def isolated(self) -> bool:
+        return self.ingress_policy == "isolated"
 
     @property
     def zone(self) -> str:
@@ -128,14 +135,15 @@ def addresses(result: Result, strict: bool = True) -> list[str]:
 
 
 def bridge_of(conf: Conf, result: Result) -> str | None:
-    """same-bridge: the bridge is prevResult's first interface (Go's reading of the
-    bridge plugin's result)."""
-    if conf.ingress_policy != "same-bridge":
+    """same-bridge, isolated: the bridge is prevResult's first interface (Go's reading of
+    the bridge plugin's result)."""
+    if conf.ingress_policy not in BRIDGE_POLICIES:
         return None
     if not result.interfaces or not result.interfaces[0].name:
         raise CNIError(Code.INVALID_NETWORK_CONFIG,
-                       'invalid config: ingressPolicy: "same-bridge" needs the bridge as '
-                       'prevResult\'s first interface: chain "firewall" after "bridge"')
+                       f'invalid config: ingressPolicy: "{conf.ingress_policy}" needs the '
+                       'bridge as prevResult\'s first interface: chain "firewall" after '
+                       '"bridge"')
     return result.interfaces[0].name
 
 
@@ -214,11 +222,11 @@ def select_backend(conf: Conf) -> tuple[str, Firewalld | None]:
 
     fwd = firewalld.connect()
     if fwd is not None:
-        if conf.ingress_policy == "same-bridge":
+        if conf.ingress_policy in BRIDGE_POLICIES:
             fwd.close()
             raise CNIError(Code.UNSUPPORTED_FIELD, 'invalid config: ingressPolicy: '
-                           '"same-bridge" is not supported with the firewalld backend: use '
-                           'backend "iptables" or "nftables"')
+                           f'"{conf.ingress_policy}" is not supported with the firewalld '
+                           'backend: use backend "iptables" or "nftables"')
         return "firewalld", fwd
     if conf.backend == "firewalld":
         raise firewalld.refused()
@@ -234,11 +242,12 @@ def _setup(backend: str, conf: Conf, args: CmdArgs, ips: list[str], bridge: str 
     elif backend == "nftables":
         from ..net.firewall import forward_nft
 
-        forward_nft.setup(conf.name, args.ifname, args.container_id, ips, bridge)
+        forward_nft.setup(conf.name, args.ifname, args.container_id, ips, bridge,
+                          conf.isolated)
     else:
         from ..net.firewall import forward
 
-        forward.setup(ips, conf.admin_chain, bridge)
+        forward.setup(ips, conf.admin_chain, bridge, conf.isolated)
 
 
 def _teardown(backend: str, conf: Conf, container_id: str, ifname: str, ips: list[str],
@@ -326,11 +335,12 @@ def cmd_check(args: CmdArgs) -> None:
     elif backend == "nftables":
         from ..net.firewall import forward_nft
 
-        forward_nft.check(conf.name, args.ifname, args.container_id, ips, bridge)
+        forward_nft.check(conf.name, args.ifname, args.container_id, ips, bridge,
+                          conf.isolated)
     else:
         from ..net.firewall import forward
 
-        forward.check(ips, conf.admin_chain, bridge)
+        forward.check(ips, conf.admin_chain, bridge, conf.isolated)
 
 
 def cmd_gc(args: CmdArgs) -> None:

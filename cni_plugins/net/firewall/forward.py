@@ -9,6 +9,7 @@ either implementation finds, checks and deletes the other's rules:
     -A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
     -A CNI-FORWARD -d 10.1.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
     -A CNI-FORWARD -s 10.1.0.5/32 -j ACCEPT
+    -A CNI-ISOLATION-STAGE-1 -i cni0 -o cni0 -m comment --comment "…isolated)" -j DROP
     -A CNI-ISOLATION-STAGE-1 -i cni0 ! -o cni0 -m comment --comment "…same-bridge)" -j CNI-ISOLATION-STAGE-2
     -A CNI-ISOLATION-STAGE-1 -m comment --comment "…same-bridge)" -j RETURN
     -A CNI-ISOLATION-STAGE-2 -o cni0 -m comment --comment "…same-bridge)" -j DROP
@@ -25,8 +26,14 @@ policy of DROP stays DROP.
 The per-address rules name no container (Go's carry none); DEL finds them by address.
 The shared rules are inserted once, at the head of their chain, as Go's
 ensureFirstChainRule/InsertUnique; the isolation chains stay after DEL, as in Go (other
-pods of the bridge may need them). Each function works in the netns the calling thread
-is in, one listing and one transaction per family.
+pods of the bridge may need them). ingressPolicy "isolated" (Go 1.7's) is same-bridge's
+rules plus a DROP of the bridge's own traffic, prepended to STAGE-1 after the bridge's
+jump (so it lists first) under its own comment; the shared rules keep same-bridge's
+comment, so same-bridge and isolated pods share them. Like Go, one isolated pod makes
+its whole bridge isolated, and the DROP stays after DEL. Bridged frames reach FORWARD
+only through br_netfilter (bridge-nf-call-iptables=1), as with Docker's icc=false.
+Each function works in the netns the calling thread is in, one listing and one
+transaction per family.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ STAGE1, STAGE2 = "CNI-ISOLATION-STAGE-1", "CNI-ISOLATION-STAGE-2"
 FILTER_COMMENT = "CNI firewall plugin rules"
 ADMIN_COMMENT = "CNI firewall plugin admin overrides"
 ISOLATION_COMMENT = "CNI firewall plugin rules (ingressPolicy: same-bridge)"
+ISOLATED_COMMENT = "CNI firewall plugin rules (ingressPolicy: isolated)"
 RELATED_ESTABLISHED = nft.CT_STATE_RELATED | nft.CT_STATE_ESTABLISHED
 _NO_NFTABLES = {errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EOPNOTSUPP}
 ATTEMPTS = 16                   # transactions built again after another process's commit
@@ -85,6 +93,13 @@ def isolation_rules(bridge: str) -> dict[str, tuple[list[dict], list[dict]]]:
         STAGE2: ([*nft.oifname(bridge), *nft.xt_comment(ISOLATION_COMMENT), *nft.counter(),
                   *nft.drop()], ret),
     }
+
+
+def isolated_rule(bridge: str) -> list[dict]:
+    """isolated: `-i BRIDGE -o BRIDGE -m comment --comment "…isolated)" -j DROP` in
+    STAGE-1, the bridge's pods cut from each other."""
+    return [*nft.iifname(bridge), *nft.oifname(bridge), *nft.xt_comment(ISOLATED_COMMENT),
+            *nft.counter(), *nft.drop()]
 
 
 def stage1_rule() -> list[dict]:
@@ -126,15 +141,16 @@ def families(ips: Iterable[str]) -> dict[str, list[str]]:
 # -- verbs -----------------------------------------------------------------------------------
 
 def setup(ips: Iterable[str], admin_chain: str = DEFAULT_ADMIN_CHAIN,
-          bridge: str | None = None) -> None:
+          bridge: str | None = None, isolated: bool = False) -> None:
     """ADD: the shared chains and jumps (made when missing), each address's two rules
-    (appended when missing) and, with `bridge`, the same-bridge isolation rules."""
+    (appended when missing) and, with `bridge`, the same-bridge isolation rules (and
+    with `isolated`, the bridge's DROP)."""
     for family, addrs in families(ips).items():
         with kernel_errors(f"set up the forwarding rules in {family} {TABLE}"):
             for attempt in range(ATTEMPTS):
                 try:
                     with nft.NFT() as sock:
-                        _setup_family(sock, family, addrs, admin_chain, bridge)
+                        _setup_family(sock, family, addrs, admin_chain, bridge, isolated)
                     break
                 except OSError as e:
                     if e.errno != errno.ERESTART or attempt == ATTEMPTS - 1:
@@ -142,7 +158,7 @@ def setup(ips: Iterable[str], admin_chain: str = DEFAULT_ADMIN_CHAIN,
 
 
 def _setup_family(sock: nft.NFT, family: str, addrs: list[str], admin_chain: str,
-                  bridge: str | None) -> None:
+                  bridge: str | None, isolated: bool = False) -> None:
     """List, decide, commit, guarded by the ruleset's generation: another ADD that
     changed the ruleset in between makes the kernel refuse the batch (ERESTART), and
     setup() lists again, so concurrent first ADDs make the shared jumps once."""
@@ -175,6 +191,8 @@ def _setup_family(sock: nft.NFT, family: str, addrs: list[str], admin_chain: str
                 b.insert_rule(family, TABLE, chain, first)
             if not _has(listed.get(chain, []), last):
                 b.add_rule(family, TABLE, chain, last)
+        if isolated and not _has(listed.get(STAGE1, []), isolated_rule(bridge)):
+            b.insert_rule(family, TABLE, STAGE1, isolated_rule(bridge))
     sock.commit(b, genid)
 
 
@@ -194,7 +212,7 @@ def teardown(ips: Iterable[str]) -> None:
 
 
 def check(ips: Iterable[str], admin_chain: str = DEFAULT_ADMIN_CHAIN,
-          bridge: str | None = None) -> None:
+          bridge: str | None = None, isolated: bool = False) -> None:
     """CHECK: the chains, the jumps and each address's rules are there (CNIError naming
     the first that is not, in Go's wording)."""
     def missing(what: str) -> CNIError:
@@ -222,10 +240,11 @@ def check(ips: Iterable[str], admin_chain: str = DEFAULT_ADMIN_CHAIN,
                 if not _has(priv, s):
                     raise missing(f'expected rule "-s {host} -j ACCEPT" not found')
             if bridge:
-                _check_isolation(sock, family, bridge, missing)
+                _check_isolation(sock, family, bridge, isolated, missing)
 
 
-def _check_isolation(sock: nft.NFT, family: str, bridge: str, missing) -> None:
+def _check_isolation(sock: nft.NFT, family: str, bridge: str, isolated: bool,
+                     missing) -> None:
     if not _has(sock.rules(family, TABLE, FORWARD), stage1_rule()):
         raise missing(f"expected {FORWARD} rule -j {STAGE1} not found ({family})")
     for chain, (first, last) in isolation_rules(bridge).items():
@@ -233,3 +252,6 @@ def _check_isolation(sock: nft.NFT, family: str, bridge: str, missing) -> None:
         if not _has(rules, first) or not _has(rules, last):
             raise missing(f"expected isolation rules for bridge {bridge!r} in {chain} "
                           f"not found ({family})")
+    if isolated and not _has(sock.rules(family, TABLE, STAGE1), isolated_rule(bridge)):
+        raise missing(f'expected {STAGE1} rule "-i {bridge} -o {bridge} -j DROP" not '
+                      f"found ({family})")

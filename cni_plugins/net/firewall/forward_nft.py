@@ -16,6 +16,7 @@ of its own, for hosts without iptables:
         }
         chain isolation_stage1 {
             iifname "cni0" oifname != "cni0" jump isolation_stage2 comment "bridge cni0"
+            iifname "cni0" oifname "cni0" drop comment "bridge cni0 isolated"
         }
         chain isolation_stage2 {
             oifname "cni0" drop comment "bridge cni0"
@@ -27,6 +28,9 @@ interface and container ID first), so DEL and GC find exactly one attachment's r
 An accept here ends only this table's verdict: a host whose other forward chains drop
 (iptables' FORWARD with policy DROP, say) still drops; that is what the `iptables`
 backend is for. The drop rules of same-bridge isolation hold whatever other tables say.
+ingressPolicy "isolated" adds the bridge's own drop (its pods cut from each other, as
+Docker's icc=false; bridged frames pass this hook only through br_netfilter); like the
+iptables layout's, it is per bridge and stays after DEL.
 """
 
 from __future__ import annotations
@@ -63,9 +67,17 @@ def _bridge_comment(bridge: str) -> str:
     return f"bridge {bridge}"
 
 
-def _isolation_rules(bridge: str) -> dict[str, list[dict]]:
-    return {STAGE1: [*nft.iifname(bridge), *nft.oifname(bridge, "!="), *nft.jump(STAGE2)],
-            STAGE2: [*nft.oifname(bridge), *nft.drop()]}
+def _isolation_rules(bridge: str,
+                     isolated: bool = False) -> list[tuple[str, str, list[dict]]]:
+    """(chain, comment, rule) of the bridge's isolation; the comment marks it as made."""
+    mark = _bridge_comment(bridge)
+    rules = [(STAGE1, mark, [*nft.iifname(bridge), *nft.oifname(bridge, "!="),
+                             *nft.jump(STAGE2)]),
+             (STAGE2, mark, [*nft.oifname(bridge), *nft.drop()])]
+    if isolated:
+        rules.append((STAGE1, f"{mark} isolated",
+                      [*nft.iifname(bridge), *nft.oifname(bridge), *nft.drop()]))
+    return rules
 
 
 def _starts(rule: nft.Rule, prefix: str) -> bool:
@@ -73,7 +85,7 @@ def _starts(rule: nft.Rule, prefix: str) -> bool:
 
 
 def setup(network: str, ifname: str, container_id: str, ips: Iterable[str],
-          bridge: str | None = None) -> None:
+          bridge: str | None = None, isolated: bool = False) -> None:
     """One transaction: the table and chains (made when absent), the forward chain
     rewritten, this attachment's earlier rules replaced, the bridge's isolation rules
     added once."""
@@ -82,21 +94,20 @@ def setup(network: str, ifname: str, container_id: str, ips: Iterable[str],
     comment = names.masq_comment(network, ifname, container_id)
 
     def build(b: nft.Batch, listed: dict) -> None:
-        isolated = bridge is not None or bool(listed[(FAMILY, TABLE, STAGE1)])
+        jump_stage1 = bridge is not None or bool(listed[(FAMILY, TABLE, STAGE1)])
         b.add_table(FAMILY, TABLE, comment=TABLE_COMMENT)
         b.add_chain(FAMILY, TABLE, FORWARD, type="filter", hook="forward", priority=0,
                     policy="accept")
         for chain in (ADMIN, PODS, STAGE1, STAGE2):
             b.add_chain(FAMILY, TABLE, chain)
         b.flush_chain(FAMILY, TABLE, FORWARD)
-        for exprs in _forward_rules(isolated):
+        for exprs in _forward_rules(jump_stage1):
             b.add_rule(FAMILY, TABLE, FORWARD, exprs)
         for ip in addrs:
             for exprs in ip_rules(ip):
                 b.add_rule(FAMILY, TABLE, PODS, exprs, comment=comment)
         if bridge is not None:
-            mark = _bridge_comment(bridge)
-            for chain, exprs in _isolation_rules(bridge).items():
+            for chain, mark, exprs in _isolation_rules(bridge, isolated):
                 if not any(r.comment == mark for r in listed[(FAMILY, TABLE, chain)]):
                     b.add_rule(FAMILY, TABLE, chain, exprs, comment=mark)
 
@@ -132,7 +143,7 @@ def gc(network: str, keep: Iterable[tuple[str, str]]) -> None:
 
 
 def check(network: str, ifname: str, container_id: str, ips: Iterable[str],
-          bridge: str | None = None) -> None:
+          bridge: str | None = None, isolated: bool = False) -> None:
     comment = names.masq_comment(network, ifname, container_id)
 
     def fail(msg: str) -> CNIError:
@@ -157,7 +168,6 @@ def check(network: str, ifname: str, container_id: str, ips: Iterable[str],
                 if not any(nft.exprs_match(nft.expected(want), r.exprs()) for r in ours):
                     raise fail(f"no accept rule for {nft.cidr(ip).ip} in {PODS}")
         if bridge is not None:
-            mark = _bridge_comment(bridge)
-            for chain in (STAGE1, STAGE2):
+            for chain, mark, _ in _isolation_rules(bridge, isolated):
                 if not any(r.comment == mark for r in sock.rules(FAMILY, TABLE, chain)):
-                    raise fail(f"no isolation rule for bridge {bridge!r} in {chain}")
+                    raise fail(f"no isolation rule {mark!r} in {chain}")

@@ -2,8 +2,10 @@
 read back with iptables-save / ip6tables-save (iptables-nft 1.8.9) and nft; Go's firewall
 1.1.1 as the oracle (the same iptables-save text; each side CHECKs and DELs the other's
 pods); every spec version the plugin speaks; DEL in every state; rollback of a failed
-ADD; bad input refused before anything is installed; the nftables backend; GC; and real
-traffic through a node whose FORWARD policy is DROP, as Docker leaves it."""
+ADD; bad input refused before anything is installed; the nftables backend; GC; real
+traffic through a node whose FORWARD policy is DROP, as Docker leaves it; and the
+ingressPolicy "isolated" of Go 1.7 (not in Debian's Go: its layout is checked against
+iptables-nft writing Go's commands) on real traffic, in both rule backends."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ SHARED = [':CNI-ADMIN - [0:0]', ':CNI-FORWARD - [0:0]',
           '-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" '
           '-j CNI-ADMIN']
 ISOLATION = "CNI firewall plugin rules (ingressPolicy: same-bridge)"
+ISOLATED = "CNI firewall plugin rules (ingressPolicy: isolated)"
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +119,18 @@ def isolation_rules(bridge: str = "cni0") -> list[str]:
             f"-A CNI-ISOLATION-STAGE-1 {c} -j RETURN",
             f"-A CNI-ISOLATION-STAGE-2 -o {bridge} {c} -j DROP",
             f"-A CNI-ISOLATION-STAGE-2 {c} -j RETURN"]
+
+
+def isolated_rule(bridge: str = "cni0") -> str:
+    return (f'-A CNI-ISOLATION-STAGE-1 -i {bridge} -o {bridge} -m comment --comment '
+            f'"{ISOLATED}" -j DROP')
+
+
+def isolated_rules(bridge: str = "cni0") -> list[str]:
+    """Go 1.7's layout for an isolated bridge: same-bridge's, the bridge's DROP first in
+    STAGE-1 (prepended after the bridge's jump)."""
+    iso = isolation_rules(bridge)
+    return [iso[0], isolated_rule(bridge), *iso[1:]]
 
 
 def forwarded(ns: NS, family: int = 4) -> list[str]:
@@ -274,13 +289,170 @@ def test_same_bridge_isolates_bridges(backend, make_node, run):
     assert ping(node.host, pod.ip)
 
 
-def test_same_bridge_needs_interfaces(make_node, run):
+@pytest.mark.parametrize("policy", ["same-bridge", "isolated"])
+def test_bridge_policies_need_interfaces(policy, make_node, run):
     node = make_node()
     prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.77.0.9/24"}]}
     r = call(run, node, "firewall", "ADD",
-             fw_conf("1.0.0", prev, node, ingressPolicy="same-bridge"), node.pod())
+             fw_conf("1.0.0", prev, node, ingressPolicy=policy), node.pod())
     assert r.rc == 1 and r.code == 7 and "ingressPolicy" in r.out["msg"], r.raw
     assert forwarded(node.host) == []
+
+
+# -- isolated ------------------------------------------------------------------------------
+
+def test_isolated(make_node, run):
+    """Go 1.7's rules, as iptables-save prints them, in both families; CHECK; once per
+    bridge (a same-bridge pod of the bridge shares them); DEL leaves the bridge's rules,
+    its DROP included, as Go's (other pods of the bridge may need them)."""
+    node = make_node()
+    pod = attach(node, "1.0.0", run, dual=True)
+    assert fw(run, "ADD", pod, ingressPolicy="isolated").ok
+    for family, ip in ((4, pod.ip), (6, pod.ip6)):
+        assert [l for l in saved(node.host, family) if l.startswith("-A")] == [
+            isolation_rules()[0], SHARED[2], SHARED[3], *pod_rules(ip, family),
+            *isolated_rules()[1:]]
+    assert fw(run, "CHECK", pod, ingressPolicy="isolated").ok
+    other = attach(node, "1.0.0", run, cid="ctr2")
+    assert fw(run, "ADD", other, ingressPolicy="isolated").ok
+    assert fw(run, "ADD", other, ingressPolicy="same-bridge").ok
+    assert fw(run, "CHECK", other, ingressPolicy="isolated").ok   # the bridge is isolated
+    isolation = [l for l in saved(node.host) if "ISOLATION" in l and l.startswith("-A")]
+    assert isolation == isolated_rules()
+    for p in (pod, other):
+        assert fw(run, "DEL", p, ingressPolicy="isolated").ok
+    assert forwarded(node.host) == [] and forwarded(node.host, 6) == []
+    assert [l for l in saved(node.host) if "ISOLATION" in l and l.startswith("-A")] == \
+        isolated_rules()
+
+
+def test_isolated_joins_a_same_bridge_bridge(make_node, run):
+    """A same-bridge bridge gets its DROP when an isolated pod joins (prepended: first in
+    STAGE-1), and keeps it after that pod's DEL, as Go's (its teardown leaves the
+    bridge's rules alone)."""
+    node = make_node()
+    a, b = attach(node, "1.0.0", run), attach(node, "1.0.0", run, cid="ctr2")
+    assert fw(run, "ADD", a, ingressPolicy="same-bridge").ok
+    assert isolated_rule() not in saved(node.host)
+    r = fw(run, "CHECK", a, ingressPolicy="isolated")
+    assert r.rc == 1 and "-o cni0 -j DROP" in r.out["msg"], r.raw
+    assert fw(run, "ADD", b, ingressPolicy="isolated").ok
+    assert [l for l in saved(node.host) if "ISOLATION" in l and l.startswith("-A")] == \
+        isolated_rules()
+    assert fw(run, "DEL", b, ingressPolicy="isolated").ok
+    assert isolated_rule() in saved(node.host)
+
+
+def test_isolated_rules_are_iptables_rules(make_node, run):
+    """The layout Go 1.7 makes, written by iptables-nft itself (Go's commands, in Go's
+    order): ours CHECKs it, adds nothing to it on ADD (its rules match iptables' bytes),
+    and iptables-save prints ours the same."""
+    theirs, ours = make_node(), make_node()
+    pod = attach(theirs, "1.0.0", run)
+    ip = pod.ip
+    c = ["-m", "comment", "--comment"]
+    for cmd in (
+            ["-N", "CNI-FORWARD"], ["-N", "CNI-ADMIN"],
+            ["-I", "FORWARD", *c, "CNI firewall plugin rules", "-j", "CNI-FORWARD"],
+            ["-I", "CNI-FORWARD", *c, "CNI firewall plugin admin overrides", "-j",
+             "CNI-ADMIN"],
+            ["-A", "CNI-FORWARD", "-d", f"{ip}/32", "-m", "conntrack", "--ctstate",
+             "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            ["-A", "CNI-FORWARD", "-s", f"{ip}/32", "-j", "ACCEPT"],
+            ["-N", "CNI-ISOLATION-STAGE-1"], ["-N", "CNI-ISOLATION-STAGE-2"],
+            ["-I", "FORWARD", *c, ISOLATION, "-j", "CNI-ISOLATION-STAGE-1"],
+            ["-I", "CNI-ISOLATION-STAGE-1", "-i", "cni0", "!", "-o", "cni0", *c, ISOLATION,
+             "-j", "CNI-ISOLATION-STAGE-2"],
+            ["-I", "CNI-ISOLATION-STAGE-1", "-i", "cni0", "-o", "cni0", *c, ISOLATED,
+             "-j", "DROP"],
+            ["-A", "CNI-ISOLATION-STAGE-1", *c, ISOLATION, "-j", "RETURN"],
+            ["-I", "CNI-ISOLATION-STAGE-2", "-o", "cni0", *c, ISOLATION, "-j", "DROP"],
+            ["-A", "CNI-ISOLATION-STAGE-2", *c, ISOLATION, "-j", "RETURN"]):
+        theirs.host.sh("iptables", "-t", "filter", *cmd)
+    before = saved(theirs.host)
+    assert fw(run, "CHECK", pod, ingressPolicy="isolated").ok
+    assert fw(run, "ADD", pod, ingressPolicy="isolated").ok
+    assert saved(theirs.host) == before                             # nothing doubled
+    mine = attach(ours, "1.0.0", run)
+    assert mine.ip == ip
+    assert fw(run, "ADD", mine, ingressPolicy="isolated").ok
+    assert saved(ours.host) == before
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_isolated_traffic(backend, make_node, run, serve_tcp):
+    """Docker's icc=false: pods of an isolated bridge reach neither each other nor the
+    pods of another isolated bridge (nor those them); what isolation leaves alone, as
+    Go's rules: the node (its own traffic is not forwarded), the gateway, and the
+    outside, which answers the pods' connections and, the FORWARD policy being ACCEPT
+    here, may open its own (same-bridge's and isolated's rules only look at bridges)."""
+    node = make_node()
+    pod = attach(node, "1.0.0", run)
+    neighbour = attach(node, "1.0.0", run, cid="ctr3")
+    other = other_bridge_pod(node, run)
+    out = node.outside(OUT_HOST, OUT_IP)
+    out.sh("ip", "route", "add", "10.77.0.0/24", "via", OUT_HOST)
+    serve_tcp(out, 8000)
+    assert ping(neighbour.ns, pod.ip) and ping(other.ns, pod.ip)    # no isolation yet
+    for p in (pod, neighbour, other):
+        assert fw(run, "ADD", p, backend=backend, ingressPolicy="isolated").ok
+    for src, dst in ((neighbour, pod), (pod, neighbour), (other, pod), (pod, other),
+                     (other, neighbour)):
+        assert not ping(src.ns, dst.ip, wait="1", tries=1), (src.cid, dst.cid)
+    assert fetch(neighbour.ns, pod.ip, 8000, timeout=1.0) is None
+    assert ping(pod.ns, "10.77.0.1")
+    assert ping(node.host, pod.ip) and ping(node.host, other.ip)
+    assert ping(pod.ns, OUT_IP)
+    assert fetch(pod.ns, OUT_IP, 8000) == pod.ip            # TCP out, replies in
+    assert ping(out, pod.ip)                                # not a bridge: left alone
+    assert fw(run, "DEL", pod, backend=backend, ingressPolicy="isolated").ok
+    assert not ping(neighbour.ns, pod.ip, wait="1", tries=1)   # the bridge's rules stay
+
+
+def test_isolated_pod_answers_the_outside_on_a_drop_node(make_node, run, serve_tcp):
+    """On a node whose FORWARD policy is DROP, an isolated pod still gets its replies
+    (CNI-FORWARD after STAGE-1's RETURN), and new connections from outside stay
+    dropped."""
+    node = make_node()
+    node.host.sh("iptables", "-P", "FORWARD", "DROP")
+    pod = attach(node, "1.0.0", run)
+    out = node.outside(OUT_HOST, OUT_IP)
+    out.sh("ip", "route", "add", "10.77.0.0/24", "via", OUT_HOST)
+    serve_tcp(out, 8000)
+    assert fw(run, "ADD", pod, ingressPolicy="isolated").ok
+    assert fetch(pod.ns, OUT_IP, 8000) == pod.ip
+    assert not ping(out, pod.ip, wait="1", tries=1)
+
+
+def test_nftables_isolated(make_node, run):
+    node = make_node()
+    pod = attach(node, "1.0.0", run)
+    assert fw(run, "ADD", pod, backend="nftables", ingressPolicy="isolated").ok
+    assert _texts(nft_rules(node.host, "forward")) == [
+        "jump isolation_stage1", "jump admin", "jump pods"]
+    assert _texts(nft_rules(node.host, "isolation_stage1")) == [
+        'meta iifname cni0 meta oifname != cni0 jump isolation_stage2',
+        'meta iifname cni0 meta oifname cni0 drop']
+    assert _texts(nft_rules(node.host, "isolation_stage2")) == ["meta oifname cni0 drop"]
+    assert [r["comment"] for r in nft_rules(node.host, "isolation_stage1")] == [
+        "bridge cni0", "bridge cni0 isolated"]
+    assert fw(run, "CHECK", pod, backend="nftables", ingressPolicy="isolated").ok
+    assert fw(run, "ADD", pod, backend="nftables", ingressPolicy="isolated").ok
+    assert len(nft_rules(node.host, "isolation_stage1")) == 2     # once per bridge
+    assert [l for l in saved(node.host) if "CNI" in l] == []    # nothing in iptables'
+    assert fw(run, "DEL", pod, backend="nftables", ingressPolicy="isolated").ok
+    assert nft_rules(node.host) == []
+    assert len(nft_rules(node.host, "isolation_stage1")) == 2     # kept, as the iptables'
+
+
+def test_nftables_same_bridge_then_isolated(make_node, run):
+    node = make_node()
+    a, b = attach(node, "1.0.0", run), attach(node, "1.0.0", run, cid="ctr2")
+    assert fw(run, "ADD", a, backend="nftables", ingressPolicy="same-bridge").ok
+    r = fw(run, "CHECK", a, backend="nftables", ingressPolicy="isolated")
+    assert r.rc == 1 and "isolated" in r.out["msg"], r.raw
+    assert fw(run, "ADD", b, backend="nftables", ingressPolicy="isolated").ok
+    assert fw(run, "CHECK", a, backend="nftables", ingressPolicy="isolated").ok
 
 
 # -- Go's firewall as the oracle ---------------------------------------------------------------
@@ -400,7 +572,8 @@ def test_failed_add_leaves_nothing(step, backend, make_node, run):
 
 BAD = [
     ({"ingressPolicy": "bogus"}, 7, "ingressPolicy"),
-    ({"ingressPolicy": "isolated"}, 2, "ingressPolicy"),
+    ({"ingressPolicy": "Isolated"}, 7, "ingressPolicy"),
+    ({"ingressPolicy": "strict-same-bridge"}, 7, "ingressPolicy"),
     ({"ingressPolicy": 3}, 7, "ingressPolicy"),
     ({"backend": "firewalld"}, 2, "backend"),
     ({"backend": "pf"}, 7, "backend"),
@@ -677,8 +850,10 @@ def test_firewalld_refused_when_it_does_not_answer(make_node, run, bus, tmp_path
         assert fw(run, "DEL", pod, backend="firewalld", env=env).ok
     assert forwarded(node.host) == [] and notes(node) == set()
     fwd = bus.start_firewalld(node.host)
-    r = fw(run, "ADD", pod, backend="firewalld", ingressPolicy="same-bridge", env=bus.env)
-    assert r.rc == 1 and r.code == 2 and "ingressPolicy" in r.out["msg"], r.raw
+    for policy in ("same-bridge", "isolated"):     # no firewalld form: iptables' or nft's
+        r = fw(run, "ADD", pod, backend="firewalld", ingressPolicy=policy, env=bus.env)
+        assert r.rc == 1 and r.code == 2 and "ingressPolicy" in r.out["msg"], r.raw
+        assert policy in r.out["msg"], r.raw
     assert fwd.sources() == set()
 
 
