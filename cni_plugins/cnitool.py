@@ -297,8 +297,8 @@ def _live_attachments(cni: CNIConfig, network: str) -> list[tuple[str, str]]:
 @click.argument("netns", required=False)
 @click.option("--valid", "valid", multiple=True, metavar="CONTAINERID/IFNAME",
               callback=_valid_pair,
-              help="An attachment still in use: kept (repeatable), besides the cached "
-                   "attachments whose netns still exists.")
+              help="An attachment still in use (repeatable): these are the valid ones. "
+                   "Without --valid, the cached attachments whose netns still exists.")
 @click.option("--all", "gc_all", is_flag=True,
               help="Nothing of NETWORK is valid any more (a node reboot): DEL every cached "
                    "attachment, and the plugins remove all they hold for the network.")
@@ -309,8 +309,8 @@ def gc(ctx: click.Context, network: str, netns: str | None, valid: list[tuple[st
     """Garbage-collect NETWORK: DEL every cached attachment that is not valid, then GC
     every plugin with the valid ones.
 
-    Valid are the cached attachments whose netns still exists, and those named by
-    --valid; with --all, none. (The Go cnitool has no such notion: it DELs every cached
+    Valid are those named by --valid; without it, the cached attachments whose netns
+    still exists; with --all, none. (The Go cnitool has no such notion: it DELs every cached
     attachment.) NETNS is accepted for the Go cnitool's syntax and not used.
 
     \b
@@ -323,7 +323,7 @@ def gc(ctx: click.Context, network: str, netns: str | None, valid: list[tuple[st
         raise click.UsageError("--all and --valid exclude each other")
     net = _load(ctx, netconfpath, network)
     cni = _cni(cni_path, cache_dir)
-    keep = [] if gc_all else list(valid) + _live_attachments(cni, net.name)
+    keep = [] if gc_all else list(valid) if valid else _live_attachments(cni, net.name)
     try:
         removed = cni.gc_network_list(net, keep)
     except CNIError as e:
