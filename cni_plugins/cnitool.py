@@ -282,28 +282,50 @@ def _valid_pair(ctx: click.Context, param: click.Parameter,
     return out
 
 
+def _live_attachments(cni: CNIConfig, network: str) -> list[tuple[str, str]]:
+    """The network's cached attachments whose netns path is still there."""
+    try:
+        cached = cni.get_cached_attachments()
+    except CNIError:
+        return []
+    return [(a.container_id, a.ifname) for a in cached
+            if a.network == network and a.netns and os.path.exists(a.netns)]
+
+
 @cli.command(epilog=EXIT_CODES)
 @click.argument("network")
 @click.argument("netns", required=False)
 @click.option("--valid", "valid", multiple=True, metavar="CONTAINERID/IFNAME",
               callback=_valid_pair,
-              help="An attachment still in use: kept (repeatable). With none, every "
-                   "cached attachment of the network is removed, as the Go cnitool does.")
+              help="An attachment still in use (repeatable): these are the valid ones. "
+                   "Without --valid, the cached attachments whose netns still exists.")
+@click.option("--all", "gc_all", is_flag=True,
+              help="Nothing of NETWORK is valid any more (a node reboot): DEL every cached "
+                   "attachment, and the plugins remove all they hold for the network.")
 @_common
 @click.pass_context
 def gc(ctx: click.Context, network: str, netns: str | None, valid: list[tuple[str, str]],
-       netconfpath: str, cni_path: str, cache_dir: str, as_json: bool) -> None:
-    """Garbage-collect NETWORK: DEL every cached attachment not marked --valid, then GC.
+       gc_all: bool, netconfpath: str, cni_path: str, cache_dir: str, as_json: bool) -> None:
+    """Garbage-collect NETWORK: DEL every cached attachment that is not valid, then GC
+    every plugin with the valid ones.
 
-    NETNS is accepted for the Go cnitool's syntax and not used.
+    Valid are those named by --valid; without it, the cached attachments whose netns
+    still exists; with --all, none. (The Go cnitool has no such notion: it DELs every cached
+    attachment.) NETNS is accepted for the Go cnitool's syntax and not used.
 
     \b
-    Example:
+    Examples:
+      cnitool gc mynet                 # pods whose netns is gone
+      cnitool gc mynet --all           # after a reboot: nothing is valid
       cnitool gc mynet --valid cnitool-0123456789abcdef0123/eth0
     """
+    if gc_all and valid:
+        raise click.UsageError("--all and --valid exclude each other")
     net = _load(ctx, netconfpath, network)
+    cni = _cni(cni_path, cache_dir)
+    keep = [] if gc_all else list(valid) if valid else _live_attachments(cni, net.name)
     try:
-        removed = _cni(cni_path, cache_dir).gc_network_list(net, valid)
+        removed = cni.gc_network_list(net, keep)
     except CNIError as e:
         _fail(ctx, e, EXIT_FAILED)
     if as_json:

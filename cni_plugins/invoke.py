@@ -291,3 +291,21 @@ def delegate_del(plugin: str, args: skel.CmdArgs, stdin: bytes | None = None) ->
 
 def delegate_check(plugin: str, args: skel.CmdArgs, stdin: bytes | None = None) -> None:
     delegate(plugin, "CHECK", args, stdin)
+
+
+def delegate_gc(plugin: str, args: skel.CmdArgs, stdin: bytes | None = None) -> None:
+    """GC reaches the IPAM delegate with the same cni.dev/valid-attachments (the list is
+    in the config bytes, forwarded unchanged)."""
+    delegate(plugin, "GC", args, stdin)
+
+
+def delegate_status(plugin: str, args: skel.CmdArgs, stdin: bytes | None = None) -> None:
+    """STATUS of the delegate; one that cannot be found makes the caller unable to work
+    (code 50), whatever find_in_path said. The delegate's own error passes through."""
+    ex = default_exec(args.exe)
+    try:
+        ex.find_in_path(plugin, args.path)
+    except CNIError as e:
+        raise CNIError(Code.PLUGIN_NOT_AVAILABLE, f"failed to find delegate plugin "
+                       f"{plugin!r}: {e.msg}", e.details) from e
+    delegate(plugin, "STATUS", args, stdin, ex)

@@ -173,6 +173,13 @@ class CmdArgs:
             out.add((item["containerID"], str(item.get("ifname", ""))))
         return out
 
+    def gc_attachments(self) -> set[tuple[str, str]] | None:
+        """GC: the attachments to keep, or None when the config has no list at all (an
+        absent list is not an empty one: a GC without it must remove nothing)."""
+        if "cni.dev/valid-attachments" not in self.conf and "cni.dev/attachments" not in self.conf:
+            return None
+        return self.valid_attachments()
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "CmdArgs":
         """Read the table; all missing variables are reported in one CNIError 4."""

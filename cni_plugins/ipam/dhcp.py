@@ -171,9 +171,10 @@ def cmd_check(args: CmdArgs) -> None:
 def cmd_gc(args: CmdArgs) -> None:
     """Without cni.dev/valid-attachments nothing is released (absent is not empty)."""
     conf = load_conf(args)
-    if not ("cni.dev/valid-attachments" in args.conf or "cni.dev/attachments" in args.conf):
+    keep = args.gc_attachments()
+    if keep is None:
         return
-    valid = sorted([cid, ifname] for cid, ifname in args.valid_attachments())
+    valid = sorted([cid, ifname] for cid, ifname in keep)
     call(conf, {"verb": "gc", "network": conf.name, "valid": valid})
 
 

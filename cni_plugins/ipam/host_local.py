@@ -319,9 +319,9 @@ def cmd_gc(args: CmdArgs) -> None:
     """Release what the runtime no longer knows. Without cni.dev/valid-attachments in the
     config nothing is released (an absent list is not an empty one)."""
     conf = load_conf(args)
-    if not ("cni.dev/valid-attachments" in args.conf or "cni.dev/attachments" in args.conf):
+    valid = args.gc_attachments()
+    if valid is None:
         return
-    valid = args.valid_attachments()
     valid_ids = {cid for cid, _ in valid}
     with Store.open(conf.data_dir, conf.name, create=False) as store:
         if store is None:

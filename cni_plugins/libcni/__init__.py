@@ -244,7 +244,13 @@ class CNIConfig:
     def gc_network_list(self, net: NetworkConfigList,
                         valid: Iterable[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
         """Remove what is left of attachments the runtime no longer has; the (containerID,
-        ifname) pairs it deleted. Raises one CNIError naming every failure."""
+        ifname) pairs it deleted. Raises one CNIError naming every failure.
+
+        As Go's GCNetworkList: every cached attachment of the network not in `valid` gets
+        a DEL with its cached config, then (from 1.1.0) every plugin a GC. `valid=None`
+        (Go's nil GCArgs) DELs every cached attachment but sends the plugins no
+        cni.dev/valid-attachments, so they remove nothing more; `valid=[]` tells them that
+        nothing of the network is valid (a node reboot)."""
         if net.disable_gc:
             return []
         keep = set(valid or ())
@@ -268,9 +274,13 @@ class CNIConfig:
                     f"{e.msg}", e.details))
         v = self.version_for(net, strict=False)
         if version.has_gc(v):
-            attached = [{"containerID": c, "ifname": i} for c, i in sorted(keep)]
+            extra = {}
+            if valid is not None:
+                attached = [{"containerID": c, "ifname": i} for c, i in sorted(keep)]
+                # the spec first named the key cni.dev/attachments; Go sends both (#1101)
+                extra = {"cni.dev/valid-attachments": attached, "cni.dev/attachments": attached}
             for p in net.plugins:
-                stdin = self._stdin(net, p, v, extra={"cni.dev/valid-attachments": attached})
+                stdin = self._stdin(net, p, v, extra=extra)
                 try:
                     self._run("GC", p, stdin)
                 except CNIError as e:

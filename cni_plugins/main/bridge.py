@@ -251,7 +251,8 @@ def cmd_add(args: CmdArgs) -> Result:
         if conf.macspoofchk:
             from ..net.firewall import spoofcheck
 
-            spoofcheck.setup_spoofcheck(host_name, cv.mac, args.container_id, args.ifname)
+            spoofcheck.setup_spoofcheck(host_name, cv.mac, args.container_id, args.ifname,
+                                        conf.name)
             undo.callback(spoofcheck.teardown_spoofcheck, args.container_id, args.ifname)
         checkpoint("port")
 
@@ -345,8 +346,36 @@ def cmd_check(args: CmdArgs) -> None:
         raise CNIError(Code.INTERNAL, f"host veth {hv.name!r} not in prevResult")
 
 
+def cmd_gc(args: CmdArgs) -> None:
+    """IPAM's GC, then the masquerade rules and MAC spoof checks of this network's
+    attachments that are not in cni.dev/valid-attachments (without the list: nothing).
+    Every step is tried; the errors are reported together."""
+    conf = netconf.load(args, Conf)
+    errs = ErrorList()
+    if conf.ipam.type:
+        with errs.collect():
+            invoke.delegate_gc(conf.ipam.type, args)
+    keep = args.gc_attachments()
+    if keep is not None and conf.ipam.type and conf.ip_masq:
+        with errs.collect():
+            firewall.select(conf.ip_masq_backend).gc_masq(
+                conf.name, [(ifname, cid) for cid, ifname in keep])
+    if keep is not None and conf.macspoofchk:
+        from ..net.firewall import spoofcheck
+
+        with errs.collect():
+            spoofcheck.gc_spoofcheck(conf.name, keep)
+    errs.raise_if_any()
+
+
 def cmd_status(args: CmdArgs) -> None:
+    """50 when an ADD could not work: IPAM cannot give addresses (or is missing), or
+    nftables is unusable while ipMasq or macspoofchk needs it."""
     conf = netconf.load(args, Conf)
     if conf.ipam.type:
-        invoke.delegate(conf.ipam.type, "STATUS", args)
+        invoke.delegate_status(conf.ipam.type, args)
+    if (conf.ipam.type and conf.ip_masq) or conf.macspoofchk:
+        from ..net import nft
+
+        nft.require_usable("bridge")
 

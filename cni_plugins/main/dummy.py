@@ -73,4 +73,9 @@ def cmd_check(args: CmdArgs) -> None:
 
 def cmd_status(args: CmdArgs) -> None:
     ipam_type = read_ipam_type(args)              # can ADD give addresses? (50: a range is full)
-    invoke.delegate(ipam_type, "STATUS", args)
+    invoke.delegate_status(ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """GC goes on to IPAM with the same cni.dev/valid-attachments."""
+    invoke.delegate_gc(read_ipam_type(args), args)

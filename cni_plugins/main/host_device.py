@@ -282,3 +282,15 @@ def cmd_check(args: CmdArgs) -> None:
     with open_sockets(args.netns, host=False) as nl:
         check_container_link(nl.ctr, prev, args.ifname, args.netns)
 
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = load_conf(args)
+    if conf.ipam_type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate_status(conf.ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """GC goes on to IPAM with the same cni.dev/valid-attachments."""
+    conf = load_conf(args)
+    if conf.ipam_type:
+        invoke.delegate_gc(conf.ipam_type, args)

@@ -111,3 +111,16 @@ def cmd_check(args: CmdArgs) -> None:
         invoke.delegate_check(conf.ipam.type, args)
     with open_sockets(args.netns, host=False) as nl:
         check_container_link(nl.ctr, prev, args.ifname, args.netns, "macvlan")
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate_status(conf.ipam.type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """GC goes on to IPAM with the same cni.dev/valid-attachments."""
+    conf = netconf.load(args, Conf)
+    if conf.ipam.type:
+        invoke.delegate_gc(conf.ipam.type, args)

@@ -141,6 +141,27 @@ def cmd_check(args: CmdArgs) -> None:
         check_container_link(nl.ctr, prev, args.ifname, args.netns, "veth")
 
 
-def cmd_status(args: CmdArgs) -> None:
+def cmd_gc(args: CmdArgs) -> None:
+    """IPAM's GC, then the masquerade rules of this network's attachments that are not in
+    cni.dev/valid-attachments (without the list: nothing); errors reported together."""
     conf = load_conf(args)
-    invoke.delegate(conf.ipam.type, "STATUS", args)
+    errs = ErrorList()
+    with errs.collect():
+        invoke.delegate_gc(conf.ipam.type, args)
+    keep = args.gc_attachments()
+    if keep is not None and conf.ip_masq:
+        with errs.collect():
+            firewall.select(conf.ip_masq_backend).gc_masq(
+                conf.name, [(ifname, cid) for cid, ifname in keep])
+    errs.raise_if_any()
+
+
+def cmd_status(args: CmdArgs) -> None:
+    """50 when IPAM cannot give addresses (or is missing), or nftables is unusable while
+    ipMasq needs it."""
+    conf = load_conf(args)
+    invoke.delegate_status(conf.ipam.type, args)
+    if conf.ip_masq:
+        from ..net import nft
+
+        nft.require_usable("ptp")

@@ -167,3 +167,16 @@ def cmd_check(args: CmdArgs) -> None:
         tap = check_container_link(nl.ctr, prev, args.ifname, args.netns, "tun")
     if tap.data.get("IFLA_TUN_TYPE") != 2:
         raise CNIError(Code.INTERNAL, f"container interface {args.ifname!r} is a tun, not a tap")
+
+
+def cmd_status(args: CmdArgs) -> None:
+    conf = read_conf(args)
+    if conf.ipam_type:                       # can ADD give addresses? (50: a range is full)
+        invoke.delegate_status(conf.ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """GC goes on to IPAM with the same cni.dev/valid-attachments."""
+    conf = read_conf(args)
+    if conf.ipam_type:
+        invoke.delegate_gc(conf.ipam_type, args)

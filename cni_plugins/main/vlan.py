@@ -121,4 +121,11 @@ def cmd_check(args: CmdArgs) -> None:
 def cmd_status(args: CmdArgs) -> None:
     conf = read_conf(args)
     if conf.ipam_type:                       # can ADD give addresses? (50: a range is full)
-        invoke.delegate(conf.ipam_type, "STATUS", args)
+        invoke.delegate_status(conf.ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """GC goes on to IPAM with the same cni.dev/valid-attachments."""
+    conf = read_conf(args)
+    if conf.ipam_type:
+        invoke.delegate_gc(conf.ipam_type, args)

@@ -8,6 +8,11 @@ ADD   find the host end of CNI_IFNAME's veth (the peer, listed in prevResult wit
 DEL   delete the ifb in the host netns (gone already: success). The qdiscs on the host
       veth go with the veth, which the interface plugin deletes.
 CHECK the tbf parameters on the veth and the ifb, and the redirect between them.
+GC    delete this network's ifbs whose container is not in cni.dev/valid-attachments.
+      The ifb's name is a hash of (network, container ID), which cannot be read back, so
+      ADD sets the ifb's alias (ifalias) to "cni bandwidth net: <network>": GC deletes
+      only ifbs with this network's alias and a name no valid container hashes to. Go's
+      ifbs have no alias and are never touched.
 
 Config (bits per second, bits), static keys first, else runtimeConfig.bandwidth (the
 `bandwidth` capability), as in Go:
@@ -22,7 +27,7 @@ from typing import Any, Callable
 from pydantic import Field, field_validator
 
 from .. import netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import tc
 from ..net.firewall.names import hash_prefix
 from ..net.netlink import TC_H_INGRESS, Link, Netlink
@@ -33,6 +38,7 @@ from ..types import Interface, Result
 
 IFB_PREFIX = "bwp"
 IFB_NAME_LEN = 15
+IFALIAS_MAX = 255                       # IFALIASZ - 1
 MAX_BURST_BYTES = 0xFFFFFFFF            # Go: burst/8 must stay below MaxUint32 (4 GB)
 
 
@@ -51,6 +57,11 @@ class Bandwidth:
 def ifb_name(network: str, container_id: str) -> str:
     """Go's name, so that either implementation's DEL finds the other's device."""
     return hash_prefix(IFB_NAME_LEN, IFB_PREFIX, network + container_id)
+
+
+def ifb_alias(network: str) -> str:
+    """The alias that marks an ifb as made by this network's bandwidth (for GC)."""
+    return f"cni bandwidth net: {network}".encode()[:IFALIAS_MAX].decode(errors="ignore")
 
 
 class Entry(netconf.Model):
@@ -184,6 +195,8 @@ def cmd_add(args: CmdArgs) -> Result:
             name = ifb_name(str(args.conf.get("name")), args.container_id)
             ifb = tc.create_ifb(nl.host, name, mtu=veth.mtu, txqlen=veth.txqlen)
             undo.callback(_quietly, nl.host.link_del, ifb.index)
+            with kernel_errors(f"set the alias of ifb device {name!r}"):
+                nl.host.link_set(ifb.index, alias=ifb_alias(str(args.conf.get("name"))))
             tc.setup_redirect(nl.host, veth.index, veth.name, ifb.index)
             undo.callback(_quietly, nl.host.qdisc_del, veth.index, parent=TC_H_INGRESS)
             tc.setup_tbf(nl.host, ifb.index, name, bw.egress)
@@ -198,6 +211,26 @@ def cmd_del(args: CmdArgs) -> None:
     with Netlink() as host, kernel_errors(f"delete ifb device {name!r}"):
         host.link_del_by_name(name)
 
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """The ifbs of this network (their alias) that no valid attachment's container names;
+    without cni.dev/valid-attachments nothing. Errors are collected and reported together."""
+    keep = args.gc_attachments()
+    if keep is None:
+        return
+    network = str(args.conf.get("name"))
+    mark = ifb_alias(network)
+    wanted = {ifb_name(network, cid) for cid, _ in keep}
+    errs = ErrorList()
+    with Netlink() as host:
+        with kernel_errors("list links"):
+            links = host.links()
+        for ln in links:
+            if ln.kind == "ifb" and ln.alias == mark and ln.name not in wanted:
+                with errs.collect(), kernel_errors(f"delete ifb device {ln.name!r}"):
+                    host.link_del(ln.index)
+    errs.raise_if_any()
 
 def _mismatch(what: str, want: tc.Tbf, have: Any) -> CNIError:
     found = "none" if have is None else (

@@ -347,9 +347,9 @@ def cmd_gc(args: CmdArgs) -> None:
     """Rules of noted attachments the runtime no longer lists; an address still noted
     for a valid attachment keeps its rules (the iptables layout's are per address)."""
     conf = load_conf(args)
-    if not ("cni.dev/valid-attachments" in args.conf or "cni.dev/attachments" in args.conf):
+    valid = args.gc_attachments()
+    if valid is None:
         return
-    valid = args.valid_attachments()
     noted = notes(conf)
     kept = {ip.partition("/")[0] for key, path in noted.items() if key in valid
             for ip in read_note(path)}

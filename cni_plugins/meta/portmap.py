@@ -9,6 +9,13 @@ ADD   the pod's first IPv4 and first IPv6 address from prevResult (on CNI_IFNAME
 DEL   this container's rules, found by their comment, in one transaction; success when
       they, the table, the netns or prevResult are gone.
 CHECK the table, the chains, the hook rules and exactly this container's rules.
+GC    the rules of this network's containers that have no attachment in
+      cni.dev/valid-attachments. Go's rules carry only the container ID, which does not
+      say which network made them, so ADD notes the container in
+      <dataDir>/<network>/<containerID> (dataDir: our key, default /var/lib/cni/portmap)
+      and DEL removes the note. GC tears down noted containers only (never what Go made,
+      which has no note), and while another network still notes the same container it
+      drops only this network's note (the rules are per container, shared between them).
 
 Config (the `portMappings` capability) and keys, as the Go plugin reads them:
     "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80,
@@ -25,6 +32,7 @@ traffic (Go's nftables backend ignores the key).
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from typing import Any
@@ -33,7 +41,7 @@ from netaddr import AddrFormatError, IPNetwork
 from pydantic import Field, field_validator, model_validator
 
 from .. import netconf
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..ipam._ranges import parse_ip as parse_address
 from ..net.firewall.hostport import PROTOCOLS, Mapping
 from ..netconf import Invalid
@@ -80,6 +88,9 @@ class RuntimeConfig(netconf.Model):
     port_mappings: list[PortMapping] = Field(default_factory=list, alias="portMappings")
 
 
+DEFAULT_DATA_DIR = "/var/lib/cni/portmap"
+
+
 class Conf(netconf.NetConf):
     """Every key checked before any kernel work: code 7 naming the field, 2 for what only
     the iptables backend (or an nft parser) could do."""
@@ -91,6 +102,7 @@ class Conf(netconf.NetConf):
     snat: bool = True
     masq_all: bool = Field(False, alias="masqAll")
     mark_masq_bit: int = Field(DEFAULT_MARK_BIT, alias="markMasqBit")
+    data_dir: netconf.AbsPath = Field(DEFAULT_DATA_DIR, alias="dataDir")
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
 
     @field_validator("backend")
@@ -144,6 +156,7 @@ class Teardown(netconf.Model):
     """What DEL reads: whether mappings were configured, whatever they hold."""
 
     runtime_config: AnyMappings = Field(default_factory=AnyMappings, alias="runtimeConfig")
+    data_dir: str = Field(DEFAULT_DATA_DIR, alias="dataDir")
 
 
 def load_conf(args: CmdArgs) -> Conf:
@@ -223,6 +236,50 @@ def _drop_stale_udp(mappings: list[Mapping], ips: list[str]) -> None:
                                  f"for port {port}: {e.strerror or e}\n")
 
 
+# -- the note: which containers this network forwarded ports for (GC) ---------------------
+
+def _note_dir(data_dir: str, network: str) -> str:
+    return os.path.join(data_dir or DEFAULT_DATA_DIR, network)
+
+
+def write_note(data_dir: str, network: str, container_id: str) -> None:
+    d = _note_dir(data_dir, network)
+    path = os.path.join(d, container_id)
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        with open(path, "w"):
+            pass
+    except OSError as e:
+        raise CNIError(Code.IO_FAILURE, f"failed to write {path}: {e.strerror}") from e
+
+
+def drop_note(data_dir: str, network: str, container_id: str) -> None:
+    path = os.path.join(_note_dir(data_dir, network), container_id)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise CNIError(Code.IO_FAILURE, f"failed to remove {path}: {e.strerror}") from e
+
+
+def noted(data_dir: str, network: str) -> set[str]:
+    """The container IDs `network` forwarded ports for."""
+    try:
+        return set(os.listdir(_note_dir(data_dir, network)))
+    except OSError:
+        return set()
+
+
+def noted_elsewhere(data_dir: str, network: str, container_id: str) -> bool:
+    root = data_dir or DEFAULT_DATA_DIR
+    try:
+        others = [n for n in os.listdir(root) if n != network]
+    except OSError:
+        return False
+    return any(os.path.exists(os.path.join(root, n, container_id)) for n in others)
+
+
 def cmd_add(args: CmdArgs) -> Result:
     conf = load_conf(args)
     result = args.require_prev_result()
@@ -235,8 +292,13 @@ def cmd_add(args: CmdArgs) -> Result:
 
     if conf.snat and ":" not in ips[0]:
         enable_localnet(result, ips[0])
-    hostport.setup(args.container_id, ips, conf.mappings, snat=conf.snat,
-                   masq_all=conf.masq_all)
+    write_note(conf.data_dir, conf.name, args.container_id)   # first: GC finds a half ADD
+    try:
+        hostport.setup(args.container_id, ips, conf.mappings, snat=conf.snat,
+                       masq_all=conf.masq_all)
+    except BaseException:
+        drop_note(conf.data_dir, conf.name, args.container_id)
+        raise
     _drop_stale_udp(conf.mappings, ips)
     return result
 
@@ -245,14 +307,42 @@ def cmd_del(args: CmdArgs) -> None:
     """Needs neither the netns nor prevResult, and no valid mapping: the rules are found
     by the container ID. As in Go, a config without mappings installed nothing."""
     try:
-        raw = bool(netconf.load(args, Teardown).runtime_config.port_mappings)
+        td = netconf.load(args, Teardown)
     except CNIError:
-        raw = False
-    if not raw:
+        return
+    if not td.runtime_config.port_mappings:
         return
     from ..net.firewall import hostport
 
     hostport.teardown(args.container_id)
+    drop_note(td.data_dir, str(args.conf.get("name")), args.container_id)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """Tear down the noted containers of this network with no valid attachment (without
+    cni.dev/valid-attachments: nothing); errors are collected and reported together."""
+    keep = args.gc_attachments()
+    if keep is None:
+        return
+    conf = load_conf(args)
+    valid = {cid for cid, _ in keep}
+    errs = ErrorList()
+    for cid in sorted(noted(conf.data_dir, conf.name) - valid):
+        with errs.collect():
+            if not noted_elsewhere(conf.data_dir, conf.name, cid):
+                from ..net.firewall import hostport
+
+                hostport.teardown(cid)
+            drop_note(conf.data_dir, conf.name, cid)
+    errs.raise_if_any()
+
+
+def cmd_status(args: CmdArgs) -> None:
+    """50 when nftables is unusable (every port mapping needs it)."""
+    load_conf(args)
+    from ..net import nft
+
+    nft.require_usable("portmap")
 
 
 def cmd_check(args: CmdArgs) -> None:

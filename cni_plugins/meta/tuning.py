@@ -6,6 +6,8 @@ ADD  sysctls (net.* only, IFNAME expanded, allow-list) -> back up mac/mtu/promis
      with the new MAC
 DEL  restore from the backup and remove it (errors ignored, as Go does)
 CHECK sysctls and attributes as configured
+GC   remove the backups of this network's attachments not in cni.dev/valid-attachments
+     (the backup names its network, container and ifname; Go's, without them, stay)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import Field
 
 from .. import netconf
 from ..netconf import AbsPath
-from ..errors import CNIError, Code, kernel_errors
+from ..errors import CNIError, Code, ErrorList, kernel_errors
 from ..net import sysctl
 from ..net.netlink import IFF_ALLMULTI, IFF_PROMISC, Link, Netlink
 from ..net.netns import NetNS
@@ -114,7 +116,10 @@ def wants_link_change(conf: Conf) -> bool:
 
 
 def write_backup(conf: Conf, args: CmdArgs, link: Link) -> None:
-    saved: dict[str, Any] = {}
+    # whose backup this is, for GC (the directory is shared by every network; Go's decoder
+    # ignores these keys, and Go's backups, without them, are never collected)
+    saved: dict[str, Any] = {"Network": conf.name, "ContainerID": args.container_id,
+                             "IfName": args.ifname}
     if conf.mac:
         saved["Mac"] = link.mac
     if conf.promisc:
@@ -196,6 +201,44 @@ def cmd_del(args: CmdArgs) -> None:
     except OSError:
         pass
 
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """Remove this network's backups of attachments not in cni.dev/valid-attachments
+    (without the list: nothing). Nothing is restored: the attachment is gone, and its
+    link with it once its netns is."""
+    keep = args.gc_attachments()
+    if keep is None:
+        return
+    conf = load_conf(args)
+    try:
+        names = os.listdir(conf.data_dir)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise CNIError(Code.IO_FAILURE, f"failed to list {conf.data_dir}: {e.strerror}") from e
+    errs = ErrorList()
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(conf.data_dir, name)
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(raw, dict) or raw.get("Network") != conf.name:
+            continue
+        if (raw.get("ContainerID"), raw.get("IfName")) in keep:
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            errs.errors.append(CNIError(Code.IO_FAILURE,
+                                        f"failed to remove backup {path}: {e.strerror}"))
+    errs.raise_if_any()
 
 def cmd_check(args: CmdArgs) -> None:
     conf = load_conf(args)

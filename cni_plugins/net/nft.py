@@ -36,6 +36,7 @@ netlink release notifier flushes nf_tables' destroy work); a process exiting pay
 from __future__ import annotations
 
 import errno
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -586,6 +587,21 @@ def delete_rules(sock: NFT, places: Iterable[Place], match: Callable[[Rule], boo
             if e.errno != errno.ENOENT or not deleted or attempt == ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def require_usable(who: str) -> None:
+    """STATUS: raise CNIError 50 unless nf_tables answers in this netns (its generation,
+    the cheapest request; EPERM without CAP_NET_ADMIN, EPROTONOSUPPORT without
+    nf_tables)."""
+    from ..errors import CNIError, Code
+
+    try:
+        with NFT() as sock:
+            sock.generation()
+    except OSError as e:
+        raise CNIError(Code.PLUGIN_NOT_AVAILABLE,
+                       f"{who}: nftables is not usable: {e.strerror or os.strerror(e.errno or 0)}",
+                       errno.errorcode.get(e.errno or 0, "")) from e
 
 
 # -- expressions -------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def test_gc_removes_what_is_not_valid(setup: Any) -> None:
     assert [p.name for p in (s.cache / "results").iterdir()] == [s.cached("podnet", p2).name]
     assert ip1 not in s.node.reservations("podnet")
     assert ping(p2, GW)
-    ok(s.tool("gc", "podnet"))                         # nothing valid: everything goes
+    ok(s.tool("gc", "podnet", "--all"))                # nothing valid: everything goes
     assert s.node.reservations("podnet") == set() and veths(s.node.host) == set()
 
 

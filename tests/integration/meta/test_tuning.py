@@ -129,7 +129,9 @@ def test_add_check_del(v, bridge_impl, make_node, run, run_go, data_dir):
     assert sysctls(pod.ns) == {k: SYSCTLS[k] for k in SYSCTL_FILES}
     assert host_somaxconn(node) == host_before              # the pod's netns only
     f = backup(data_dir, pod.cid)
-    assert json.loads(f.read_text()) == {"Mac": before["mac"], "Promisc": False, "Mtu": 1500,
+    assert json.loads(f.read_text()) == {"Network": conf["name"], "ContainerID": pod.cid,
+                                         "IfName": "eth0",    # whose backup it is, for GC
+                                         "Mac": before["mac"], "Promisc": False, "Mtu": 1500,
                                          "Allmulti": False, "TxQLen": before["txqlen"]}
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
 

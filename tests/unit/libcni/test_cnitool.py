@@ -240,6 +240,30 @@ def test_gc_keeps_the_valid_ones(world: World, env: dict[str, str]) -> None:
         {"containerID": cid("/run/netns/b"), "ifname": "eth0"}]}
 
 
+def test_gc_keeps_attachments_whose_netns_exists_unless_all(world: World, env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    live = tmp_path / "live-netns"
+    live.touch()
+    for ns in (str(live), "/run/netns/gone"):
+        assert run(env, "add", "net2", ns).exit_code == 0
+    r = run(env, "gc", "net2", "--json")
+    assert json.loads(r.stdout)["removed"] == [{"containerID": cid("/run/netns/gone"),
+                                                "ifname": "eth0"}]
+    gc = [c for t, v, c in world.exec.calls if v == "GC"][-1]
+    assert gc["cni.dev/valid-attachments"] == [{"containerID": cid(str(live)),
+                                                "ifname": "eth0"}]
+    r = run(env, "gc", "net2", "--all", "--json")           # the reboot: nothing is valid
+    assert json.loads(r.stdout)["removed"] == [{"containerID": cid(str(live)),
+                                                "ifname": "eth0"}]
+    gc = [c for t, v, c in world.exec.calls if v == "GC"][-1]
+    assert gc["cni.dev/valid-attachments"] == []
+
+
+def test_gc_all_and_valid_exclude_each_other(world: World, env: dict[str, str]) -> None:
+    r = run(env, "gc", "net2", "--all", "--valid", "a/eth0")
+    assert r.exit_code == 2 and "exclude each other" in r.stderr
+
+
 def test_gc_bad_valid_exits_2(world: World, env: dict[str, str]) -> None:
     r = run(env, "gc", "net2", "--valid", "no-slash")
     assert r.exit_code == 2 and "CONTAINERID/IFNAME" in r.stderr

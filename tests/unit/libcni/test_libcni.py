@@ -587,10 +587,10 @@ def test_gc_dels_stale_attachments_then_gcs_every_plugin(world: Plugins, cni: CN
                              "bridge:GC", "portmap:GC"]
     dels = [c for t, v, c in world.calls if (t, v) == ("bridge", "DEL")]
     assert [c["prevResult"]["ips"][0]["address"] for c in dels] == ["10.1.0.5/24"] * 2
+    valid = [{"containerID": "b", "ifname": "eth0"}, {"containerID": "zz", "ifname": "eth9"}]
     assert world.stdin("bridge", "GC") == {
         "type": "bridge", "name": "net1", "cniVersion": "1.1.0",
-        "cni.dev/valid-attachments": [{"containerID": "b", "ifname": "eth0"},
-                                      {"containerID": "zz", "ifname": "eth9"}]}
+        "cni.dev/valid-attachments": valid, "cni.dev/attachments": valid}
     gc_env = [e for e in world.envs if e["CNI_COMMAND"] == "GC"][0]
     assert (gc_env["CNI_CONTAINERID"], gc_env["CNI_NETNS"], gc_env["CNI_PATH"]) == (
         "", "", cni.path)
@@ -608,6 +608,9 @@ def test_gc_dels_with_what_the_cache_recorded(world: Plugins, cni: CNIConfig) ->
     assert (del_env["CNI_CONTAINERID"], del_env["CNI_NETNS"], del_env["CNI_ARGS"]) == (
         "a", "/run/netns/a", "K=V")
     assert world.stdin("portmap", "DEL")["runtimeConfig"] == {"portMappings": [{"hostPort": 1}]}
+    # Go's nil GCArgs: the plugins get no list, so they remove nothing more
+    assert "cni.dev/valid-attachments" not in world.stdin("portmap", "GC")
+    cni.gc_network_list(net, valid=[])          # nothing valid: they get an empty list
     assert world.stdin("portmap", "GC")["cni.dev/valid-attachments"] == []
 
 
