@@ -244,6 +244,7 @@ def _portmap_setup(ctx: Ctx, prime: bool = False) -> None:
 
 def _portmap_conf(ctx: Ctx, port: int = 8080, prev: dict | None = None) -> dict[str, Any]:
     return {"cniVersion": "1.0.0", "name": "bench-pm", "type": "portmap",
+            "dataDir": os.path.join(ctx.tmp, "portmap"),
             "runtimeConfig": {"portMappings": [
                 {"hostPort": port, "containerPort": 80, "protocol": "tcp"}]},
             "prevResult": prev or ctx.state["prev"]}
@@ -346,7 +347,8 @@ def _cycle_setup(ctx: Ctx) -> None:
          "dns": {"nameservers": ["10.99.0.1"]}},
         {"type": "tuning", "capabilities": {"mac": True}, "sysctl": {"net.core.somaxconn": "500"},
          "dataDir": os.path.join(ctx.tmp, "tuning")},
-        {"type": "portmap", "capabilities": {"portMappings": True}}]}
+        {"type": "portmap", "capabilities": {"portMappings": True},
+         "dataDir": os.path.join(ctx.tmp, "portmap")}]}
     os.mkdir(os.path.join(ctx.tmp, "net.d"))
     with open(os.path.join(ctx.tmp, "net.d", "10-bench.conflist"), "w") as f:
         json.dump(conflist, f)

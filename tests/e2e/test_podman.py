@@ -75,7 +75,8 @@ class Podman:
                  "hairpinMode": True,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": str(self.subnet)}]],
                           "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.data_dir)}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "portmap", "capabilities": {"portMappings": True},
+                 "dataDir": str(work / "portmap")},
                 {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
             ]}, indent=1))
         (work / "containers.conf").write_text(f"""

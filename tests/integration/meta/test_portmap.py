@@ -26,6 +26,7 @@ pytestmark = pytest.mark.root
 VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 GO_VERSIONS = ("0.3.1", "0.4.0", "1.0.0")          # the Go plugins 1.1.1 stop at 1.0.0
 NET = "brnet"                                       # bridge_conf's network name
+PORTMAP_DIR = ""        # portmap's notes (its dataDir), per module: never the host's /var/lib/cni
 TABLE = "cni_hostport"
 GW = "10.77.0.1"                                    # the bridge's address
 HOST_IP = "192.168.55.10"                           # the node's own address (on up0)
@@ -35,6 +36,12 @@ OUT_HOST, OUT_IP = "192.168.60.1", "192.168.60.2"   # node.outside(): a machine 
 MAPPINGS = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
             {"hostPort": 5353, "containerPort": 53, "protocol": "udp"},
             {"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": HOST_IP}]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _portmap_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global PORTMAP_DIR
+    PORTMAP_DIR = str(tmp_path_factory.mktemp("portmap"))
 
 
 # -- pods and calls ------------------------------------------------------------------------------
@@ -94,7 +101,9 @@ def attach(node: Node, v: str, bridge: Runner, cid: str = "ctr1",
 
 def pm_conf(v: str, prev: dict | None, mappings: list[dict] | None = None,
             **fields: Any) -> dict:
-    conf: dict[str, Any] = {"cniVersion": v, "name": NET, "type": "portmap", **fields}
+    conf: dict[str, Any] = {"cniVersion": v, "name": NET, "type": "portmap",
+                            "dataDir": PORTMAP_DIR or pytest.fail("no PORTMAP_DIR yet"),
+                            **fields}
     if mappings is not None:
         conf["runtimeConfig"] = {"portMappings": mappings}
     if prev is not None:

@@ -685,7 +685,8 @@ def test_seed_conflist_through_cnitool(make_node, tmp_path, data_dir):
         {"type": "educative", "cniOutput": str(log)},
     ]
     if have_portmap:
-        chain.append({"type": "portmap", "capabilities": {"portMappings": True}})
+        chain.append({"type": "portmap", "capabilities": {"portMappings": True},
+                      "dataDir": str(data_dir / "portmap")})
     (netdir / "10-dbnet.conflist").write_text(json.dumps(
         {"cniVersion": "1.0.0", "name": "dbnet", "plugins": chain}, indent=2))
     pod = node.pod()
