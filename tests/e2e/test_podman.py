@@ -22,6 +22,14 @@ default socket. So the variable is also in containers.conf's `[engine] env`, whi
 podman reading that file applies when its environment lacks the variable. The server's
 counters must then account for every ADD and DEL of the scenario.
 
+The kube-flannel test runs podman on the conflist kube-flannel ships (`cbr0`: flannel with
+its delegate, then portmap), text unchanged, so every path is a default one: podman, conmon and
+the plugins run in a mount namespace where /run/flannel (the test's subnet.env) and
+/var/lib/cni (flannel's saved configs, host-local's reservations, podman's cache) are the
+test's directories. Two containers, addresses from FLANNEL_SUBNET, each seeing the other's own
+address (no NAT), published ports on the node, nothing left after `podman rm -f`; standalone
+and served.
+
 podman runs inside a throw-away "node" netns (nsenter --net, same mount namespace) with its
 own containers.conf, storage and runroot under a temp dir, so neither the host's network nor
 the system podman's containers are touched. Recipe: /work/shared/podman/README.md.
@@ -58,8 +66,13 @@ class Podman:
     """podman with a private config, storage and runroot, run in the node's netns."""
 
     def __init__(self, work: Path, node: Node, plugin_dir: str, net: str, v: str,
-                 server: ActivatedServer | None = None) -> None:
+                 server: ActivatedServer | None = None, conflist: str | None = None,
+                 prefix: list[str] | None = None) -> None:
+        """`conflist`: the network's text as is (then `net` must be its name), instead of
+        our bridge + portmap + tuning list; `prefix`: how to enter the node (its netns by
+        default)."""
         self.work, self.node, self.net, self.server = work, node, net, server
+        self.prefix = prefix or node.prefix()
         self.socket = server.socket if server else os.environ.get("CNI_PLUGINS_SOCKET", NO_SERVER)
         # conmon's `podman container cleanup` gets the socket from here (see the docstring)
         engine_env = f'env = ["CNI_PLUGINS_SOCKET={self.socket}"]'
@@ -69,7 +82,7 @@ class Podman:
         self.data_dir = work / "ipam"
         self.rootfs = busybox_rootfs(str(work / "rootfs"))
         (work / "net.d").mkdir()
-        (work / "net.d" / f"10-{net}.conflist").write_text(json.dumps({
+        (work / "net.d" / f"10-{net}.conflist").write_text(conflist or json.dumps({
             "cniVersion": v, "name": net, "plugins": [
                 {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True,
                  "hairpinMode": True,
@@ -99,7 +112,7 @@ volume_path = "{work / 'storage' / 'volumes'}"
     def __call__(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         env = {**os.environ, "CONTAINERS_CONF": str(self.work / "containers.conf"),
                "CNI_PLUGINS_SOCKET": self.socket}
-        r = subprocess.run([*self.node.prefix(), "podman", "--root", str(self.work / "storage"),
+        r = subprocess.run([*self.prefix, "podman", "--root", str(self.work / "storage"),
                             "--runroot", str(self.work / "runroot"), "--storage-driver", "vfs",
                             *args], env=env, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
@@ -234,3 +247,170 @@ def check_served(srv: ActivatedServer) -> None:
         assert (counts.get((plugin, "ADD")), counts.get((plugin, "DEL"))) == (5, 5), counts
         assert counts.get((plugin, "VERSION"), 0) > 0, counts
     srv.stop_activated()
+
+
+# -- the kube-flannel conflist, unchanged ------------------------------------------------------
+
+# kube-flannel.yml's cni-conf.json, as upstream ships it (kube-flannel-cfg ConfigMap)
+KUBE_FLANNEL = """{
+  "name": "cbr0",
+  "cniVersion": "0.3.1",
+  "plugins": [
+    {
+      "type": "flannel",
+      "delegate": {
+        "hairpinMode": true,
+        "isDefaultGateway": true
+      }
+    },
+    {
+      "type": "portmap",
+      "capabilities": {
+        "portMappings": true
+      }
+    }
+  ]
+}
+"""
+FLANNEL_NETWORK = ipaddress.ip_network("10.244.0.0/16")
+CGI = '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s\\n" "$REMOTE_ADDR"\n'
+
+
+class Confinement:
+    """A mount namespace in which /run/flannel and /var/lib/cni are this test's directories
+    (kube-flannel's list names no paths: flannel reads /run/flannel/subnet.env and saves
+    under /var/lib/cni/flannel, host-local reserves under /var/lib/cni/networks, podman
+    caches under /var/lib/cni/results). A `sleep` holds it between podman calls; podman,
+    conmon and the `podman container cleanup` it starts all live in it. /run/flannel is made
+    on the host as a mount point if missing, and removed again."""
+
+    def __init__(self, work: Path) -> None:
+        self.run_dir, self.lib_dir = work / "run-flannel", work / "var-lib-cni"
+        self.run_dir.mkdir()
+        self.lib_dir.mkdir()
+        self.made_mount_point = not os.path.isdir("/run/flannel")
+        os.makedirs("/run/flannel", exist_ok=True)
+        script = ('mount --bind "$1" /run/flannel && mount --bind "$2" /var/lib/cni && '
+                  'echo ready && exec sleep infinity')
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+             str(self.run_dir), str(self.lib_dir)],
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("the confinement's bind mounts failed")
+
+    def prefix(self, node: Node) -> list[str]:
+        return ["nsenter", f"--target={self.proc.pid}", "--mount", f"--net={node.path}"]
+
+    def exists(self, path: str) -> bool:
+        """Whether `path` exists as the confinement sees it."""
+        return os.path.exists(f"/proc/{self.proc.pid}/root{path}")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        if self.made_mount_point:
+            best_effort(os.rmdir, "/run/flannel")
+
+
+@pytest.fixture
+def fpm(podman_ready: None, bundle_dir: str, frozen_bin: str,
+        request: pytest.FixtureRequest) -> Iterator[tuple[Podman, Confinement, str]]:
+    served = request.param
+    work = Path(tempfile.mkdtemp(prefix="cnitest-podman-flannel-"))
+    node = Node()
+    box = p = srv = None
+    try:
+        box = Confinement(work)
+        subnet = f"10.244.{uuid.uuid4().int % 250 + 1}.1/24"
+        (box.run_dir / "subnet.env").write_text(
+            f"FLANNEL_NETWORK={FLANNEL_NETWORK}\nFLANNEL_SUBNET={subnet}\n"
+            "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n")
+        if served:
+            srv = ActivatedServer(str(work / "serve"), frozen_bin).start()
+        p = Podman(work, node, bundle_dir, "cbr0", "0.3.1", srv, conflist=KUBE_FLANNEL,
+                   prefix=box.prefix(node))
+        os.makedirs(f"{p.rootfs}/www/cgi-bin")
+        Path(f"{p.rootfs}/www/cgi-bin/ip").write_text(CGI)
+        os.chmod(f"{p.rootfs}/www/cgi-bin/ip", 0o755)
+        yield p, box, subnet
+    finally:
+        if p is not None:
+            best_effort(p, "rm", "-f", "-t", "0", "--all", timeout=120, check=False)
+            best_effort(kill_started_from, str(work))
+        if srv is not None:
+            best_effort(srv.stop)
+        if box is not None:
+            box.close()
+        node.delete()
+        remove_tree(str(work))
+
+
+@pytest.mark.parametrize("fpm", [False, True], indirect=True,
+                         ids=lambda served: "[served]" if served else "[standalone]")
+def test_podman_kube_flannel_conflist(fpm: tuple[Podman, Confinement, str]) -> None:
+    """podman runs two containers on the kube-flannel network: addresses from the node's
+    FLANNEL_SUBNET, container to container without NAT (the receiver's REMOTE_ADDR is the
+    sender's own address), a published port on the node, and nothing left after rm -f."""
+    pm, box, subnet = fpm
+    net = ipaddress.ip_interface(subnet).network
+    lib = box.lib_dir
+    [inspect] = json.loads(pm("network", "inspect", "cbr0"))
+    assert inspect["name"] == "cbr0" and inspect["driver"] == "flannel", inspect
+
+    c1 = pm.run("c1", f"{PUBLIC}:80")
+    c2 = pm.run("c2", f"127.0.0.1:{LOCAL}:80")
+    ip1, ip2 = pm.ip("c1"), pm.ip("c2")
+    gateway = str(ipaddress.ip_interface(subnet).ip)
+    hosts = set(map(str, net.hosts())) - {gateway}
+    assert {ip1, ip2} <= hosts and ip1 != ip2, (ip1, ip2, subnet)
+    assert sorted(p.name for p in (lib / "networks" / "cbr0").iterdir()
+                  if p.name[0].isdigit()) == sorted([ip1, ip2])     # host-local's default dir
+    assert sorted(os.listdir(lib / "flannel")) == sorted([c1, c2])  # flannel's saved configs
+    assert len(os.listdir(lib / "results")) == 2                    # podman's libcni cache
+    assert box.exists("/run/flannel/subnet.env")        # the test's, at the default path
+    if box.made_mount_point:
+        assert os.listdir("/run/flannel") == []         # the host's view: nothing written there
+    routes = pm.exec("c1", "ip", "-4", "route")
+    assert f"default via {gateway}" in routes and f"{FLANNEL_NETWORK} via {gateway}" in routes
+    assert "mtu 1450" in pm.exec("c1", "ip", "link", "show", "eth0")
+
+    # container to container, no NAT: each side sees the other's own address
+    assert pm.http_from("c2", ip1, 80).endswith(INDEX)
+    assert peer_seen(pm, "c2", ip1) == ip2
+    assert peer_seen(pm, "c1", ip2) == ip1
+    # the published ports, on the node
+    node = pm.node
+    assert node.curl(f"http://{node.addr}:{PUBLIC}/").stdout == INDEX
+    assert node.curl(f"http://127.0.0.1:{PUBLIC}/").stdout == INDEX
+    assert node.curl(f"http://127.0.0.1:{LOCAL}/").stdout == INDEX
+    rules = node.ruleset()
+    assert c1 in rules and c2 in rules                  # portmap's rules, commented with the ID
+
+    sandboxes = [sandbox(pm, "c1"), sandbox(pm, "c2")]
+    assert all(box.exists(s) for s in sandboxes)
+    pm("rm", "-f", "-t", "0", "c1", "c2", timeout=120)
+    assert node.veths() == []
+    assert not any(box.exists(s) for s in sandboxes)
+    assert [p.name for p in (lib / "networks" / "cbr0").iterdir() if p.name[0].isdigit()] == []
+    assert os.listdir(lib / "flannel") == []
+    assert os.listdir(lib / "results") == []
+    rules = node.ruleset()
+    assert c1 not in rules and c2 not in rules
+    if pm.server is not None:
+        counts = pm.server.served()
+        # run c1, c2; rm -f both. bridge and host-local run inside flannel's request.
+        for plugin in ("flannel", "portmap"):
+            assert (counts.get((plugin, "ADD")), counts.get((plugin, "DEL"))) == (2, 2), counts
+        assert not any(p == "bridge" for p, _ in counts), counts
+        pm.server.stop_activated()
+
+
+def peer_seen(pm: Podman, name: str, host: str) -> str:
+    """From container `name`, GET the CGI of the httpd on `host` that answers the peer
+    address it saw (busybox httpd's REMOTE_ADDR, "[::ffff:a.b.c.d]" on its v6 socket)."""
+    out = pm.exec(name, "sh", "-c",
+                  f'printf "GET /cgi-bin/ip HTTP/1.0\\r\\n\\r\\n" | nc -w 3 {host} 80', check=False)
+    assert out.startswith("HTTP/1.") and " 200 " in out.splitlines()[0], out
+    return out.strip().splitlines()[-1].strip("[]").removeprefix("::ffff:")
