@@ -91,7 +91,8 @@ class Containerd:
                  "ipMasq": True,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": self.subnet}]],
                           "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.data_dir)}},
-                {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+                {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"},
+                 "dataDir": str(work / "tuning")},
                 {"type": "educative", "cniOutput": str(self.log)},
             ]}))
         disabled = ", ".join(f'"{p}"' for p in (

@@ -90,7 +90,8 @@ class Podman:
                           "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(self.data_dir)}},
                 {"type": "portmap", "capabilities": {"portMappings": True},
                  "dataDir": str(work / "portmap")},
-                {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+                {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"},
+                 "dataDir": str(work / "tuning")},
             ]}, indent=1))
         (work / "containers.conf").write_text(f"""
 [containers]

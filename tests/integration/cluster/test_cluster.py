@@ -14,7 +14,7 @@ from tests.fixtures.cluster import NET, Cluster, model_checks, populate
 pytestmark = pytest.mark.root
 
 EMPTY = {"links": [], "veths": [], "reservations": [], "cached results": [],
-         "flannel configs": [], "nft rules": []}
+         "flannel configs": [], "portmap notes": [], "nft rules": []}
 
 
 @pytest.fixture(params=["inproc", "exec"])
