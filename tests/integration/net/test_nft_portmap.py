@@ -26,7 +26,7 @@ V4 = [
     ("hostip_hostports", "ip daddr 192.168.0.2 ip protocol tcp th dport 8443 "
                          "dnat ip addr . port to 10.0.0.2 . 443"),
     ("hostports", "ip protocol sctp th dport 9000 dnat ip addr . port to 10.0.0.2 . 90"),
-    ("masquerading", "ip saddr 10.0.0.0/24 ip daddr 10.0.0.2 masquerade"),
+    ("masquerading", "ip saddr 10.0.0.0/24 ip daddr 10.0.0.2 ct status dnat masquerade"),
     ("masquerading", "ip saddr 127.0.0.1 ip daddr 10.0.0.2 masquerade"),
 ]
 V6 = [
@@ -34,7 +34,8 @@ V6 = [
     ("hostports", "meta l4proto udp th dport 5353 dnat ip6 to [2001:db8::2]:53"),
     ("hostip_hostports", "ip6 daddr 2001:db8:a::1 meta l4proto tcp th dport 8085 "
                          "dnat ip6 to [2001:db8::2]:85"),
-    ("masquerading", "ip6 saddr 2001:db8::/64 ip6 daddr 2001:db8::2 masquerade"),
+    ("masquerading", "ip6 saddr 2001:db8::/64 ip6 daddr 2001:db8::2 ct status dnat "
+                     "masquerade"),
 ]
 MASQ_ALL = [
     ("masquerading", "ip daddr 10.0.0.2 ct status dnat meta l4proto tcp "
